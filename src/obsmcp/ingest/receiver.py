@@ -1,0 +1,88 @@
+"""The OTLP receiver core shared by HTTP and gRPC: decompress with limits, decode, write, acknowledge.
+
+Rules from the OTLP specification (storage.md 5.3): a body cap that also applies after decompression
+(413), 400 for malformed data (never retried), 429/503 with Retry-After for backpressure, partial success
+reported in a 200, and the response in the request's encoding. A request is acknowledged only after its
+rows are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+from obsmcp.ingest.otlp import DecodedBatch, OTLPDecodeError, decode
+from obsmcp.store.writer import QueueFullError, StoreWriter
+
+Signal = Literal["traces", "logs", "metrics"]
+Encoding = Literal["protobuf", "json"]
+
+
+class IngestError(Exception):
+    """A request the receiver refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+def gunzip_capped(body: bytes, cap: int) -> bytes:
+    """Decompress gzip, refusing output larger than cap (a gzip bomb stops at cap+1 bytes of work)."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, cap + 1)
+    except zlib.error as e:
+        raise IngestError(400, f"the body is not valid gzip ({e}): send it uncompressed or fix the encoder") from None
+    if len(out) > cap or d.unconsumed_tail:
+        raise IngestError(413, f"the body is larger than {cap} bytes after decompression: send smaller batches")
+    if not d.eof:
+        raise IngestError(400, "the gzip body is truncated: resend the whole request")
+    return out
+
+
+@dataclass
+class IngestStats:
+    accepted: dict[str, int]
+    rejected: dict[str, int]
+    requests_failed: int = 0
+    requests_throttled: int = 0
+
+
+class Receiver:
+    def __init__(self, writer: StoreWriter, max_body_bytes: int) -> None:
+        self.writer = writer
+        self.max_body_bytes = max_body_bytes
+        self.stats = IngestStats(accepted={"traces": 0, "logs": 0, "metrics": 0},
+                                 rejected={"traces": 0, "logs": 0, "metrics": 0})
+
+    async def ingest(self, signal: Signal, body: bytes, encoding: Encoding, content_encoding: str = "") -> DecodedBatch:
+        """Decode and commit one export request. Raises IngestError."""
+        ce = content_encoding.strip().lower()
+        if ce == "gzip":
+            body = gunzip_capped(body, self.max_body_bytes)
+        elif ce not in ("", "identity"):
+            raise IngestError(415, f"Content-Encoding {content_encoding!r} is not supported: use gzip or none")
+        if len(body) > self.max_body_bytes:
+            raise IngestError(413, f"the body is larger than {self.max_body_bytes} bytes: send smaller batches")
+        try:
+            batch = await asyncio.to_thread(decode, signal, body, encoding)
+        except OTLPDecodeError as e:
+            self.stats.requests_failed += 1
+            raise IngestError(400, f"malformed OTLP {signal} ({encoding}): {e}") from None
+        try:
+            future = self.writer.submit(batch.tables)
+        except QueueFullError as e:
+            self.stats.requests_throttled += 1
+            raise IngestError(429, str(e), retry_after_s=e.retry_after_s) from None
+        try:
+            await asyncio.wrap_future(future)
+        except Exception as e:
+            self.stats.requests_failed += 1
+            raise IngestError(503, f"the store could not commit this batch ({e}); retry later", 5) from None
+        self.stats.accepted[signal] += batch.accepted
+        self.stats.rejected[signal] += batch.rejected
+        return batch

@@ -1,0 +1,119 @@
+"""The embedded DuckDB store: one owning process, reads through per-call cursors, one writer thread.
+
+DuckDB lets exactly one process open a file read-write, and while it does no other process may open it at
+all (storage.md 3.5). So the server that owns the data directory is the only process that touches the file;
+everything else (a second MCP client's stdio server, the CLI) goes through that server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from obsmcp.store import schema
+from obsmcp.store.dialect import DUCKDB, Dialect
+
+
+class StoreError(RuntimeError):
+    """The store could not be opened or queried."""
+
+
+class StoreLockedError(StoreError):
+    """Another process owns the DuckDB file."""
+
+
+class QueryTimeoutError(StoreError):
+    """A query ran past its time limit and was interrupted."""
+
+
+class Database:
+    """A DuckDB file (or in-memory database when path is None) in the exporter's schema."""
+
+    dialect: Dialect = DUCKDB
+
+    def __init__(self, path: Path | None, *, query_timeout_s: float = 30.0, threads: int | None = None) -> None:
+        self.path = path
+        self.query_timeout_s = query_timeout_s
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # No file or network access from SQL: query_sql runs agent-written SELECTs, and read_csv('/etc/..')
+        # is a SELECT too. The store file itself is opened by connect(), before this applies.
+        config: dict[str, Any] = {"enable_external_access": False}
+        if threads:
+            config["threads"] = threads
+        try:
+            self._con = duckdb.connect(str(path) if path else ":memory:", config=config)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise StoreLockedError(f"{path} is in use by another process: {e}") from None
+            raise StoreError(f"could not open the store at {path}: {e}") from None
+        self._lock = threading.Lock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        con = self._con
+        con.execute(schema.META_DDL)
+        row = con.execute("SELECT value FROM obsmcp_meta WHERE key = 'schema_version'").fetchone()
+        if row is not None and int(row[0]) > schema.SCHEMA_VERSION:
+            raise StoreError(
+                f"the store at {self.path} has schema version {row[0]}, newer than this obsmcp understands "
+                f"({schema.SCHEMA_VERSION}): upgrade obsmcp, or point --data-dir elsewhere"
+            )
+        for table in schema.TELEMETRY_TABLES:
+            con.execute(table.ddl())
+        con.execute(
+            "INSERT OR REPLACE INTO obsmcp_meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)]
+        )
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for one thread (DuckDB connections are not shared across threads)."""
+        with self._lock:
+            return self._con.cursor()
+
+    def query(
+        self, sql: str, params: Sequence[Any] | None = None, *, timeout_s: float | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run one read query on a fresh cursor with a time limit; returns (column names, rows)."""
+        cur = self.cursor()
+        limit = self.query_timeout_s if timeout_s is None else timeout_s
+        timer = threading.Timer(limit, cur.interrupt)
+        timer.start()
+        try:
+            res = cur.execute(sql, list(params) if params else [])
+            names = [d[0] for d in res.description] if res.description else []
+            rows = res.fetchall()
+        except duckdb.InterruptException:
+            raise QueryTimeoutError(
+                f"the query ran longer than {limit:.0f}s and was stopped: narrow the time range or add filters"
+            ) from None
+        finally:
+            timer.cancel()
+            cur.close()
+        return names, rows
+
+    def table_stats(self) -> dict[str, int]:
+        """Row count per telemetry table."""
+        _, rows = self.query(
+            " UNION ALL ".join(f"SELECT '{t.name}', count(*) FROM {t.name}" for t in schema.TELEMETRY_TABLES)
+        )
+        return {str(name): int(n) for name, n in rows}
+
+    def size_bytes(self) -> int:
+        if self.path is None:
+            return 0
+        total = 0
+        for p in (self.path, self.path.with_name(self.path.name + ".wal")):
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+    def raw_connection(self) -> duckdb.DuckDBPyConnection:
+        return self._con
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()

@@ -1,0 +1,43 @@
+"""A WHERE clause built from parts with bound parameters; values never enter SQL text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from obsmcp.store.dialect import Dialect
+
+
+@dataclass
+class Where:
+    dialect: Dialect
+    clauses: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    def add(self, clause: str, *params: Any) -> Where:
+        self.clauses.append(clause)
+        self.params.extend(params)
+        return self
+
+    def time(self, col: str, start_ns: int, end_ns: int) -> Where:
+        p = self.dialect.ts_param()
+        return self.add(f'"{col}" >= {p} AND "{col}" < {p}', start_ns, end_ns)
+
+    def contains(self, col: str, text: str) -> Where:
+        """Case-insensitive substring match; LIKE wildcards in the text are matched literally."""
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return self.add(f"\"{col}\" ILIKE ? ESCAPE '\\'", f"%{escaped}%")
+
+    def attribute(self, maps: tuple[str, ...], key: str, value: str) -> Where:
+        """Any of the given Map columns has key == value."""
+        ors = " OR ".join(f'"{m}"[?] = ?' for m in maps)
+        params: list[Any] = []
+        for _ in maps:
+            params.extend([key, value])
+        return self.add(f"({ors})", *params)
+
+    def sql(self) -> str:
+        return " AND ".join(self.clauses) if self.clauses else "TRUE"
+
+    def copy(self) -> Where:
+        return Where(self.dialect, list(self.clauses), list(self.params))

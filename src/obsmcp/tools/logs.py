@@ -1,0 +1,192 @@
+"""search_logs: newest-first log search with severity counts over the whole match."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+from pydantic import BaseModel, Field
+
+from obsmcp.result import (
+    UNTRUSTED_NOTE,
+    Fence,
+    ListResult,
+    decode_cursor,
+    encode_cursor,
+    estimate_tokens,
+    fingerprint,
+    scrub,
+)
+from obsmcp.store.where import Where
+from obsmcp.timerange import TimeRange, format_ns, resolve_range
+from obsmcp.tools.context import ToolContext, ToolInputError, severity_floor
+
+BODY_CHARS = 300
+MAX_LIMIT = 500
+
+
+class LogRecord(BaseModel):
+    time: str
+    severity: str
+    service: str
+    body: str = Field(description="untrusted text from the observed system")
+    trace_id: str | None = None
+    span_id: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class SearchLogsResult(ListResult):
+    range: str
+    by_severity: dict[str, int] = Field(default_factory=dict, description="counts over the whole match")
+    logs: list[LogRecord] = Field(default_factory=list)
+
+
+def search_logs(
+    ctx: ToolContext,
+    query: str | None = None,
+    service: str | None = None,
+    min_severity: str | None = None,
+    attributes: dict[str, str] | None = None,
+    trace_id: str | None = None,
+    regex: bool = False,
+    start: str | None = None,
+    end: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    max_tokens: int | None = None,
+) -> tuple[SearchLogsResult, str]:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ToolInputError(f"limit={limit} is out of range: use 1..{MAX_LIMIT}, and next_cursor for more")
+    svc = ctx.resolve(service)
+    floor = severity_floor(min_severity)
+    fp = fingerprint("search_logs", query, svc, floor, attributes, trace_id, regex, start, end, limit)
+    if cursor:
+        offset, start_ns, end_ns = decode_cursor(cursor, fp)
+        tr = TimeRange(start_ns, end_ns)
+    else:
+        offset, tr = 0, resolve_range(start, end)
+
+    where = Where(ctx.dialect).time("Timestamp", tr.start_ns, tr.end_ns)
+    if svc:
+        where.add('"ServiceName" = ?', svc)
+    if floor is not None:
+        where.add('"SeverityNumber" >= ?', floor)
+    if trace_id:
+        where.add('"TraceId" = ?', trace_id.strip().lower())
+    for k, v in (attributes or {}).items():
+        where.attribute(("LogAttributes", "ResourceAttributes"), k, str(v))
+    if query:
+        if regex:
+            _check_regex(ctx, query)
+            where.add(ctx.dialect.regex_match('"Body"'), query)
+        else:
+            where.contains("Body", query)
+
+    _, counts = ctx.db.query(
+        f'SELECT "SeverityText", count(*) FROM otel_logs WHERE {where.sql()} GROUP BY 1 ORDER BY 2 DESC',
+        where.params,
+    )
+    by_severity = {str(s or "UNSET"): int(n) for s, n in counts}
+    total = sum(by_severity.values())
+    _, rows = ctx.db.query(
+        f'SELECT {ctx.dialect.epoch_ns(chr(34) + "Timestamp" + chr(34))}, "SeverityText", "ServiceName", '
+        '"Body", "TraceId", "SpanId", "LogAttributes" '
+        f'FROM otel_logs WHERE {where.sql()} ORDER BY "Timestamp" DESC LIMIT ? OFFSET ?',
+        [*where.params, limit, offset],
+    )
+    redact = ctx.settings.redact_secrets
+    records = [_record(r, redact) for r in rows]
+
+    budget = ctx.budget(max_tokens)
+    header_tokens = 120
+    notes: list[str] = []
+    kept = records
+    used = header_tokens
+    fitted: list[LogRecord] = []
+    for rec in kept:
+        cost = estimate_tokens(_line(rec)) + estimate_tokens(str(rec.attributes)) // 2 + 8
+        if fitted and used + cost > budget:
+            break
+        used += cost
+        fitted.append(rec)
+    if len(fitted) < len(records):
+        notes.append(
+            f"answer cut to {len(fitted)} of the {len(records)} requested rows to stay within "
+            f"~{budget} tokens; use next_cursor, a narrower query, or max_tokens for more"
+        )
+    # Attributes are dropped first when space is tight (rows -> sampled detail).
+    if used > budget * 0.8:
+        for rec in fitted:
+            rec.attributes = {}
+        notes.append("attributes omitted to save space; filter by trace_id or attributes for detail")
+
+    next_offset = offset + len(fitted)
+    more = next_offset < total
+    result = SearchLogsResult(
+        range=tr.describe(),
+        total=total,
+        returned=len(fitted),
+        truncated=more,
+        next_cursor=encode_cursor(next_offset, tr.start_ns, tr.end_ns, fp) if more else None,
+        notes=notes,
+        by_severity=by_severity,
+        logs=fitted,
+    )
+    if fitted:
+        result.notes.append(UNTRUSTED_NOTE)
+    return result, _render(result, offset)
+
+
+def _check_regex(ctx: ToolContext, pattern: str) -> None:
+    try:
+        ctx.db.query(f"SELECT {ctx.dialect.regex_match(repr(''))}", [pattern])
+    except duckdb.Error as e:
+        msg = str(e).split("\n")[0]
+        raise ToolInputError(
+            f"regex {pattern!r} is invalid ({msg}); fix it (RE2 syntax) or search with regex=false"
+        ) from None
+
+
+def _record(row: tuple[Any, ...], redact: bool) -> LogRecord:
+    ts, sev, svc, body, trace_id, span_id, attrs = row
+    return LogRecord(
+        time=format_ns(int(ts)),
+        severity=str(sev or "UNSET"),
+        service=str(svc),
+        body=scrub(str(body), redact_secrets=redact, max_chars=BODY_CHARS),
+        trace_id=trace_id or None,
+        span_id=span_id or None,
+        attributes={
+            str(k): scrub(str(v), redact_secrets=redact, max_chars=120) for k, v in dict(attrs or {}).items()
+        },
+    )
+
+
+def _line(rec: LogRecord) -> str:
+    trace = f" trace={rec.trace_id}" if rec.trace_id else ""
+    return f"{rec.time} {rec.severity:<5} {rec.service}{trace} | {rec.body}"
+
+
+def _render(res: SearchLogsResult, offset: int) -> str:
+    sev = ", ".join(f"{k} {v}" for k, v in res.by_severity.items()) or "none"
+    head = [
+        f"search_logs: {res.total} matching log records in {res.range}; "
+        f"showing {offset + 1 if res.returned else 0}-{offset + res.returned}, newest first.",
+        f"by severity (whole match): {sev}",
+    ]
+    if not res.logs:
+        head.append("no log records match: widen the time range (start='6h') or loosen the filters")
+        return "\n".join(head + res.notes)
+    fence = Fence()
+    lines = []
+    for rec in res.logs:
+        line = _line(rec)
+        if rec.attributes:
+            line += " {" + ", ".join(f"{k}={v}" for k, v in rec.attributes.items()) + "}"
+        lines.append(line)
+    out = [*head, fence.wrap(lines)]
+    if res.truncated:
+        out.append(f"more: pass cursor={res.next_cursor!r} for the next page")
+    out.extend(n for n in res.notes if n != UNTRUSTED_NOTE)
+    out.append(UNTRUSTED_NOTE)
+    return "\n".join(out)

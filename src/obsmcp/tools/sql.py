@@ -1,0 +1,94 @@
+"""query_sql: read-only SQL over the store, with row and size caps."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import duckdb
+from pydantic import BaseModel, Field
+
+from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub
+from obsmcp.store.schema import META_DDL, TELEMETRY_TABLES
+from obsmcp.tools.context import ToolContext, ToolInputError
+
+
+class QuerySqlResult(ListResult):
+    columns: list[str] = Field(default_factory=list)
+    rows: list[list[Any]] = Field(default_factory=list, description="values are untrusted telemetry text")
+
+
+def schema_text() -> str:
+    """The store's DDL (also served as the MCP resource obsmcp://schema)."""
+    parts = [
+        "-- obsmcp store (DuckDB). Tables use the OpenTelemetry Collector ClickHouse exporter's names.",
+        "-- Times are TIMESTAMP_NS in UTC; Duration is in nanoseconds; SpanKind is Server/Client/Internal/...;",
+        "-- StatusCode is Ok/Error/Unset; maps are MAP(VARCHAR, VARCHAR): SpanAttributes['http.route'].",
+        "-- Quote dotted columns: \"Events.Name\". Only SELECT/WITH is allowed.",
+    ]
+    parts += [t.ddl() + ";" for t in TELEMETRY_TABLES]
+    parts.append(META_DDL + ";")
+    return "\n\n".join(parts)
+
+
+def _check_read_only(sql: str) -> str:
+    text = sql.strip().rstrip(";").strip()
+    if not text:
+        raise ToolInputError("sql is empty: write one SELECT (or WITH ... SELECT) statement")
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.Error as e:
+        raise ToolInputError(f"the SQL does not parse: {str(e).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise ToolInputError(f"only one statement is allowed, got {len(statements)}: send them one at a time")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        kind = str(statements[0].type).split(".")[-1]
+        raise ToolInputError(
+            f"query_sql is read-only: a {kind} statement is refused. Write a single SELECT or WITH ... SELECT"
+        )
+    return text
+
+
+def _cell(v: Any, redact: bool) -> Any:
+    if isinstance(v, str):
+        return scrub(v, redact_secrets=redact, max_chars=300)
+    if isinstance(v, dt.datetime):
+        return v.isoformat() + ("Z" if v.tzinfo is None else "")
+    if isinstance(v, int | float | bool) or v is None:
+        return v
+    return scrub(json.dumps(v, default=str), redact_secrets=redact, max_chars=300)
+
+
+def query_sql(ctx: ToolContext, sql: str, limit: int = 100, max_tokens: int | None = None) -> tuple[QuerySqlResult, str]:
+    cap = ctx.settings.sql_max_rows
+    if not 1 <= limit <= cap:
+        raise ToolInputError(f"limit={limit} is out of range: use 1..{cap}")
+    text = _check_read_only(sql)
+    try:
+        cols, rows = ctx.db.query(f"SELECT * FROM ({text}) AS q LIMIT {limit + 1}")
+    except duckdb.Error as e:
+        first = str(e).splitlines()[0]
+        raise ToolInputError(f"the query failed: {first}. The schema is in resource obsmcp://schema") from None
+    more = len(rows) > limit
+    rows = rows[:limit]
+    redact = ctx.settings.redact_secrets
+    table = [[_cell(v, redact) for v in r] for r in rows]
+    budget = ctx.budget(max_tokens)
+    used, kept = 60 + estimate_tokens(" | ".join(cols)), []
+    for r in table:
+        cost = estimate_tokens(" | ".join(map(str, r))) + 1
+        if kept and used + cost > budget:
+            break
+        used += cost
+        kept.append(r)
+    notes = []
+    if more:
+        notes.append(f"more than {limit} rows: add ORDER BY/LIMIT/aggregation, or raise limit")
+    if len(kept) < len(table):
+        notes.append(f"cut to {len(kept)} of {len(table)} rows to fit ~{budget} tokens: select fewer columns")
+    res = QuerySqlResult(total=None if more else len(rows), returned=len(kept),
+                         truncated=more or len(kept) < len(table), notes=notes, columns=cols, rows=kept)
+    lines = [" | ".join(cols), *(" | ".join(map(str, r)) for r in kept)]
+    head = f"query_sql: {len(kept)} rows" + (" (truncated)" if res.truncated else "")
+    return res, "\n".join([head, Fence("rows").wrap(lines), *notes, UNTRUSTED_NOTE])
