@@ -29,7 +29,8 @@ app = typer.Typer(
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", envvar="OBSMCP_CONFIG", help="TOML config file")]
 DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="store directory [env OBSMCP_DATA_DIR; default: user data dir]")
+    Path | None,
+    typer.Option("--data-dir", help="store directory [env OBSMCP_DATA_DIR; default: user data dir]"),
 ]
 HostOpt = Annotated[str | None, typer.Option("--host", help="bind address [env OBSMCP_HOST; default 127.0.0.1]")]
 PortOpt = Annotated[int | None, typer.Option("--port", help="MCP HTTP port, MCP at /mcp [env OBSMCP_PORT; 8000]")]
@@ -37,7 +38,8 @@ OtlpPortOpt = Annotated[
     int | None, typer.Option("--otlp-port", help="OTLP/HTTP port, 0 = off [env OBSMCP_OTLP_PORT; 4318]")
 ]
 GrpcPortOpt = Annotated[
-    int | None, typer.Option("--otlp-grpc-port", help="OTLP/gRPC port, 0 = off [env OBSMCP_OTLP_GRPC_PORT; 0]")
+    int | None,
+    typer.Option("--otlp-grpc-port", help="OTLP/gRPC port, 0 = off [env OBSMCP_OTLP_GRPC_PORT; 0]"),
 ]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="console or json (logs go to stderr)")]
 
@@ -62,7 +64,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_callback(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
 ) -> None:
     """obsmcp: telemetry for AI agents over MCP."""
 
@@ -85,8 +89,15 @@ def serve(
     directory bridges to it, so several MCP clients can use one store at once.
     """
     configure_logging(log_format)
-    settings = _settings(config, host=host, port=port, otlp_port=otlp_port, otlp_grpc_port=otlp_grpc_port,
-                         data_dir=data_dir, stateless_http=stateless)
+    settings = _settings(
+        config,
+        host=host,
+        port=port,
+        otlp_port=otlp_port,
+        otlp_grpc_port=otlp_grpc_port,
+        data_dir=data_dir,
+        stateless_http=stateless,
+    )
     from obsmcp import runtime
 
     try:
@@ -113,9 +124,13 @@ async def _serve(rt: Any, http: bool) -> None:
     async with runtime.running(rt, mcp_http=http, strict_ports=http):
         if http:
             _print_endpoints(rt.endpoints, sys.stderr)
-            await asyncio.Event().wait()
+            await runtime.wait_for_stop_signal()
         else:
-            await rt.mcp.run_stdio_async()
+            stdio = asyncio.create_task(rt.mcp.run_stdio_async())
+            stopper = asyncio.create_task(runtime.wait_for_stop_signal())
+            await asyncio.wait({stdio, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (stdio, stopper):
+                task.cancel()
 
 
 def _print_endpoints(endpoints: dict[str, str], stream: Any) -> None:
@@ -128,18 +143,27 @@ def _print_endpoints(endpoints: dict[str, str], stream: Any) -> None:
     print(f"Health:                {mcp_url.removesuffix('/mcp')}/health", file=stream)
     print("\nClient configs (paste one):", file=stream)
     print(f"  Claude Code:  claude mcp add --transport http obsmcp {mcp_url}", file=stream)
-    print('  .mcp.json / Cursor (~/.cursor/mcp.json):  {"mcpServers": {"obsmcp": {"type": "http", "url": '
-          f'"{mcp_url}"}}}}}}', file=stream)
-    print(f'  VS Code (.vscode/mcp.json):  {{"servers": {{"obsmcp": {{"type": "http", "url": "{mcp_url}"}}}}}}',
-          file=stream)
-    print('  Claude Desktop (stdio bridge):  {"mcpServers": {"obsmcp": {"command": "obsmcp", "args": '
-          '["serve"]}}}', file=stream)
+    print(
+        '  .mcp.json / Cursor (~/.cursor/mcp.json):  {"mcpServers": {"obsmcp": {"type": "http", "url": '
+        f'"{mcp_url}"}}}}}}',
+        file=stream,
+    )
+    print(
+        f'  VS Code (.vscode/mcp.json):  {{"servers": {{"obsmcp": {{"type": "http", "url": "{mcp_url}"}}}}}}',
+        file=stream,
+    )
+    print(
+        '  Claude Desktop (stdio bridge):  {"mcpServers": {"obsmcp": {"command": "obsmcp", "args": ["serve"]}}}',
+        file=stream,
+    )
 
 
 @app.command()
 def demo(
-    scenario: Annotated[str, typer.Option(help="incident to inject: dependency-latency, deploy-errors, "
-                                          "resource-exhaustion, none")] = "dependency-latency",
+    scenario: Annotated[
+        str,
+        typer.Option(help="incident to inject: dependency-latency, deploy-errors, resource-exhaustion, none"),
+    ] = "dependency-latency",
     duration: Annotated[str, typer.Option(help="span of demo time, ending now")] = "2h",
     rate: Annotated[float, typer.Option(help="root requests per second")] = 4.0,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same data)")] = 42,
@@ -205,13 +229,22 @@ async def _demo(rt: Any, scenario: str, duration_s: float, rate: float, seed: in
         endpoint = rt.endpoints.get("otlp_http") or rt.endpoints["mcp_url"].removesuffix("/mcp")
         est = estimate_items(cfg)
         total = sum(est.values())
-        print(f"Loading demo telemetry into {rt.settings.data_dir} via OTLP/HTTP {endpoint} "
-              f"(scenario {scenario}, {duration_s / 3600:g}h, seed {seed})", file=sys.stderr)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=None, transient=False, redirect_stdout=False) as progress:
+        print(
+            f"Loading demo telemetry into {rt.settings.data_dir} via OTLP/HTTP {endpoint} "
+            f"(scenario {scenario}, {duration_s / 3600:g}h, seed {seed})",
+            file=sys.stderr,
+        )
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=None,
+            transient=False,
+            redirect_stdout=False,
+        ) as progress:
             task = progress.add_task("spans+logs+points", total=total)
-            stats = await send(generate(cfg), endpoint,
-                               on_sent=lambda req: progress.advance(task, req.items))
+            stats = await send(generate(cfg), endpoint, on_sent=lambda req: progress.advance(task, req.items))
             progress.update(task, completed=total)
         print(f"Loaded: {stats}", file=sys.stderr)
         print(f"Injected incident: {truth.description}", file=sys.stderr)
@@ -219,8 +252,10 @@ async def _demo(rt: Any, scenario: str, duration_s: float, rate: float, seed: in
             return
         print("", file=sys.stderr)
         _print_endpoints(rt.endpoints, sys.stderr)
-        print("\nTry: obsmcp tool list_services --data-dir " + str(rt.settings.data_dir)
-              + "   (Ctrl-C to stop)", file=sys.stderr)
+        print(
+            "\nTry: obsmcp tool list_services --data-dir " + str(rt.settings.data_dir) + "   (Ctrl-C to stop)",
+            file=sys.stderr,
+        )
         await asyncio.Event().wait()
 
 
@@ -240,8 +275,10 @@ def _signal_of(path: Path, text_head: bytes, forced: str | None) -> str:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="OTLP files: .json, .jsonl (one request per line), .pb; "
-                                                "optionally .gz")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="OTLP files: .json, .jsonl (one request per line), .pb; optionally .gz"),
+    ],
     signal: Annotated[str | None, typer.Option(help="traces, logs or metrics (default: detect)")] = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
@@ -313,7 +350,10 @@ async def _ingest_remote(endpoint: str, requests: list[tuple[Path, str, bytes, s
             r = await client.post(f"{endpoint}/v1/{sig}", content=body, headers={"Content-Type": ctype})
             if r.status_code != 200:
                 failed += 1
-                typer.echo(f"{path} ({kind}): rejected by the running server: {r.status_code} {r.text[:300]}", err=True)
+                typer.echo(
+                    f"{path} ({kind}): rejected by the running server: {r.status_code} {r.text[:300]}",
+                    err=True,
+                )
             else:
                 typer.echo(f"{path} ({kind}): sent to the running server at {endpoint}")
     if failed:
@@ -407,5 +447,3 @@ def main() -> None:
     except ConfigError as e:
         typer.echo(f"obsmcp: {e}", err=True)
         sys.exit(2)
-
-

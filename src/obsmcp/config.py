@@ -84,7 +84,7 @@ def _settings_class(config_file: Path | None) -> type[Settings]:
         return Settings
 
     class FileSettings(Settings):
-        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": Path(config_file)})
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
 
         @classmethod
         def settings_customise_sources(

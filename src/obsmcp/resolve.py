@@ -43,8 +43,7 @@ def resolve_service(query: str, known: Iterable[str]) -> str:
             return stage[0]
         if len(stage) > 1:
             raise AmbiguousServiceError(
-                f"service {query!r} is ambiguous: did you mean one of {', '.join(stage[:8])}? "
-                "Pass the full name."
+                f"service {query!r} is ambiguous: did you mean one of {', '.join(stage[:8])}? Pass the full name."
             )
     close = difflib.get_close_matches(ql, [n.lower() for n in names], n=3, cutoff=0.5)
     by_lower = {n.lower(): n for n in names}

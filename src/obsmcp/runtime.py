@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,7 @@ class Runtime:
     receiver: Receiver
     ctx: ToolContext
     mcp: MCPServer[Any]
-    endpoints: dict[str, str] = field(default_factory=dict)
+    endpoints: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings, *, in_memory: bool = False) -> Runtime:
@@ -80,7 +81,7 @@ class Runtime:
     # -- HTTP apps -----------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        checks = []
+        checks: list[dict[str, Any]] = []
         status = "healthy"
         try:
             self.db.query("SELECT 1")
@@ -118,12 +119,16 @@ class Runtime:
             return JSONResponse(body, status_code=503 if body["status"] == "unhealthy" else 200)
 
         async def index(_: Request) -> Response:
-            return JSONResponse({
-                "name": "obsmcp", "version": __version__,
-                "mcp": "/mcp (streamable HTTP)", "health": "/health",
-                "otlp_http": self.endpoints.get("otlp_http"),
-                "tools": [t.name for t in self.mcp._tool_manager.list_tools()],
-            })
+            return JSONResponse(
+                {
+                    "name": "obsmcp",
+                    "version": __version__,
+                    "mcp": "/mcp (streamable HTTP)",
+                    "health": "/health",
+                    "otlp_http": self.endpoints.get("otlp_http"),
+                    "tools": [t.name for t in self.mcp._tool_manager.list_tools()],
+                }
+            )
 
         app.add_route("/health", health, methods=["GET"])
         app.add_route("/", index, methods=["GET"])
@@ -157,7 +162,7 @@ def read_owner(settings: Settings) -> dict[str, Any] | None:
         return None
     except PermissionError:
         pass
-    return owner
+    return dict(owner)
 
 
 def _check_port_free(host: str, port: int, what: str, flag: str) -> None:
@@ -173,13 +178,27 @@ def _check_port_free(host: str, port: int, what: str, flag: str) -> None:
             ) from None
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: obsmcp runs several servers and stops them together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @contextlib.asynccontextmanager
 async def http_server(app: Any, host: str, port: int) -> AsyncIterator[int]:
     """Run a uvicorn server in the background; yields the bound port (useful with port 0)."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=3)
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
+    server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -270,13 +289,29 @@ async def bridge_stdio(mcp_url: str) -> None:
             tg.start_soon(downstream)
 
 
+async def wait_for_stop_signal() -> None:
+    """Return on SIGINT or SIGTERM (a clean shutdown: listeners stop, queued writes commit)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 def data_dir_in_use_message(settings: Settings, owner: dict[str, Any] | None) -> str:
     if owner:
-        return (f"the store in {settings.data_dir} is owned by obsmcp pid {owner.get('pid')} "
-                f"(MCP at {owner.get('mcp_url')}); use that server, stop it, or pass another --data-dir")
-    return (f"the store {settings.store_path} is locked by another process that is not a running obsmcp "
-            "server: stop it, or pass another --data-dir")
+        return (
+            f"the store in {settings.data_dir} is owned by obsmcp pid {owner.get('pid')} "
+            f"(MCP at {owner.get('mcp_url')}); use that server, stop it, or pass another --data-dir"
+        )
+    return (
+        f"the store {settings.store_path} is locked by another process that is not a running obsmcp "
+        "server: stop it, or pass another --data-dir"
+    )
 
 
 __all__ = ["Runtime", "StoreLockedError", "bridge_stdio", "read_owner", "running"]
-

@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import dataclass
 from random import Random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from obsmcp.demo.topology import JAVA, PYTHON, SERVICE_BY_NAME, ErrorKind, java_frames, py_frames
 
@@ -80,9 +80,9 @@ class DependencyLatency(Incident):
     """payment-service's database slows down (lock contention on ``payments``)."""
 
     _RAMP_NS = 180 * _NS  # contention builds up over a few minutes rather than at once
-    _FACTOR_MU = math.log(40.0)
+    _FACTOR_MU = math.log(120.0)
     _FACTOR_SIGMA = 0.9
-    _LOCK_WAIT_P = 0.05
+    _LOCK_WAIT_P = 0.08
 
     def db_duration(self, duration_ns: int, t_ns: int, rng: Random) -> int:
         ramp = min(1.0, (t_ns - self.start_ns) / self._RAMP_NS)
@@ -122,7 +122,10 @@ class DeployErrors(Incident):
     """catalog-service 2.15.0 rolls out with a price-formatting bug for products priced in other currencies."""
 
     new_version = "2.15.0"
-    _ERROR_P = {"catalog-service GET /products/{product_id}": 0.22, "catalog-service GET /products": 0.06}
+    _ERROR_P: ClassVar[dict[str, float]] = {
+        "catalog-service GET /products/{product_id}": 0.22,
+        "catalog-service GET /products": 0.06,
+    }
 
     def route_effect(self, route_key: str, t_ns: int, rng: Random) -> tuple[int, ErrorKind | None]:
         p = self._ERROR_P.get(route_key, 0.0)
@@ -198,7 +201,7 @@ _DEFINITIONS: dict[str, _Definition] = {
     "none": _Definition("", "No incident: baseline traffic with its usual rare errors.", (), Incident),
     "dependency-latency": _Definition(
         "payment-service",
-        "payment-service's queries against its postgres database (payments table) slow down about 40x from "
+        "payment-service's queries against its postgres database (payments table) slow down about 100x from "
         "lock contention, with occasional multi-second lock waits. POST /payments latency rises; "
         "checkout-service and everything upstream of it get slower, and some checkouts time out after 5 s "
         "(504s at checkout-service, api-gateway and frontend) while payment-service itself reports no errors.",
@@ -236,8 +239,7 @@ def check_scenario_name(name: str) -> None:
 def scenario_truth(cfg: DemoConfig) -> Scenario:
     """The incident injected into the data ``generate(cfg)`` produces.
 
-    With ``cfg.end_ns`` unset the window ends "now", which moves between calls: resolve it once with
-    ``cfg.resolved()`` and pass the same config to both functions to get matching timestamps.
+    Pass the same config object to ``generate``: a ``DemoConfig`` pins "now" when it is created.
     """
     check_scenario_name(cfg.scenario)
     definition = _DEFINITIONS[cfg.scenario]

@@ -88,7 +88,7 @@ class ServiceDef:
     cpu_per_rps: float  # added utilization per request/s served by one replica
     db_name: str = ""  # postgres database; empty = the service has no database pool
     db_pool_max: int = 0
-    access_log: str = ""  # "", "morgan" (one-line text) or "structured" (JSON-ish with attributes)
+    access_log: str = "spring"  # request log style: "morgan", "structured", "uvicorn" or "spring"
     gateway: bool = False  # answers upstream failures with 502/504 instead of 500
 
 
@@ -224,6 +224,7 @@ class Route:
     logs: tuple[LogSpec, ...] = ()
     errors: tuple[tuple[ErrorKind, float], ...] = ()  # baseline failures and their probabilities
     rejections: tuple[Rejection, ...] = ()
+    ok_status: int = 200
 
     @property
     def key(self) -> str:
@@ -344,8 +345,7 @@ CART_REDIS_RESET = ErrorKind(
 INVENTORY_DEADLOCK = ErrorKind(
     JAVA,
     "org.springframework.dao.CannotAcquireLockException",
-    "PreparedStatementCallback; SQL [UPDATE stock SET reserved = reserved + ? WHERE sku = ?]; "
-    "ERROR: deadlock detected",
+    "PreparedStatementCallback; SQL [UPDATE stock SET reserved = reserved + ? WHERE sku = ?]; ERROR: deadlock detected",
     "Reservation failed for {sku}: deadlock detected",
     java_frames(
         "org.springframework.jdbc.support.SQLStateSQLExceptionTranslator.doTranslate"
@@ -463,8 +463,7 @@ _UPSTREAM_FRAMES = {
         ),
     ),
     "java": java_frames(
-        "org.springframework.web.client.DefaultResponseErrorHandler.handleError"
-        "(DefaultResponseErrorHandler.java:168)",
+        "org.springframework.web.client.DefaultResponseErrorHandler.handleError(DefaultResponseErrorHandler.java:168)",
         "org.springframework.web.client.RestClient$DefaultResponseSpec.toEntity(RestClient.java:788)",
         "com.shop.common.http.ServiceClient.exchange(ServiceClient.java:74)",
         *_SPRING,
@@ -518,7 +517,9 @@ def upstream_message(language: Language, url: str, method: str, status: int, tim
         if lang == "java":
             return "request timed out"
         if lang == "go":
-            return f'{method.title()} "{url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)'
+            return (
+                f'{method.title()} "{url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)'
+            )
         return f"timeout of {int(timeout_ms)}ms exceeded"
     if lang == "python":
         reason = "Server error" if status >= 500 else "Client error"
@@ -535,10 +536,23 @@ def upstream_message(language: Language, url: str, method: str, status: int, tim
 SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef("frontend", NODEJS, "3.12.0", 2, 3000, 1024, 310, 0.04, 0.012, access_log="morgan", gateway=True),
     ServiceDef("api-gateway", GO, "1.21.4", 2, 8080, 512, 72, 0.02, 0.006, access_log="structured", gateway=True),
-    ServiceDef("auth-service", GO, "2.3.1", 1, 8080, 256, 48, 0.02, 0.008, db_name="auth", db_pool_max=10),
-    ServiceDef("catalog-service", PYTHON, "2.14.0", 2, 8080, 1024, 280, 0.05, 0.03, "catalog", 20),
+    ServiceDef(
+        "auth-service",
+        GO,
+        "2.3.1",
+        1,
+        8080,
+        256,
+        48,
+        0.02,
+        0.008,
+        db_name="auth",
+        db_pool_max=10,
+        access_log="structured",
+    ),
+    ServiceDef("catalog-service", PYTHON, "2.14.0", 2, 8080, 1024, 280, 0.05, 0.03, "catalog", 20, "uvicorn"),
     ServiceDef("inventory-service", JAVA, "4.2.0", 1, 8080, 2048, 760, 0.06, 0.012, "inventory", 20),
-    ServiceDef("cart-service", PYTHON, "1.8.3", 1, 8080, 512, 190, 0.03, 0.02),
+    ServiceDef("cart-service", PYTHON, "1.8.3", 1, 8080, 512, 190, 0.03, 0.02, access_log="uvicorn"),
     ServiceDef("checkout-service", JAVA, "3.6.2", 1, 8080, 2048, 820, 0.06, 0.05, "orders", 20),
     ServiceDef("payment-service", JAVA, "5.0.7", 1, 8080, 1536, 640, 0.05, 0.05, "payments", 10),
 )
@@ -552,6 +566,7 @@ REDIS_PORT = 6379
 # --- routes ------------------------------------------------------------------------------------------------
 
 _VALIDATE = Call("auth-service", "GET /auth/validate", timeout_ms=2_000)
+_AUTHENTICATED = LogSpec("DEBUG", "authenticated request for {user_id}", 0.8, 0.3, ("user_id",))
 
 _PRODUCT_MISS = (
     Query(
@@ -594,7 +609,7 @@ ROUTES: tuple[Route, ...] = (
         28,
         steps=(Call("api-gateway", "GET /api/products/{id}"),),
         logs=(LogSpec("DEBUG", "Rendering product page for {product_id}", 0.5, 0.9, ("product_id",)),),
-        errors=((FRONTEND_RENDER_ERROR, 0.0004),),
+        errors=((FRONTEND_RENDER_ERROR, 0.0015),),
     ),
     Route(
         "frontend",
@@ -603,6 +618,7 @@ ROUTES: tuple[Route, ...] = (
         "/search",
         18,
         steps=(Call("api-gateway", "GET /api/search"),),
+        logs=(LogSpec("INFO", "Search page requested for {query!r}", 0.8, 0.05, ("query",)),),
     ),
     Route(
         "frontend",
@@ -611,6 +627,7 @@ ROUTES: tuple[Route, ...] = (
         "/cart",
         15,
         steps=(Call("api-gateway", "GET /api/cart"),),
+        logs=(LogSpec("DEBUG", "Rendering cart with {items} items", 0.7, 0.9),),
     ),
     Route(
         "frontend",
@@ -619,6 +636,7 @@ ROUTES: tuple[Route, ...] = (
         "/cart/items",
         9,
         steps=(Call("api-gateway", "POST /api/cart/items"),),
+        logs=(LogSpec("INFO", "Add to cart: product {product_id} x{quantity}", 1.0, 0.05, ("product_id",)),),
     ),
     Route(
         "frontend",
@@ -636,9 +654,12 @@ ROUTES: tuple[Route, ...] = (
         "/login",
         8,
         steps=(Call("api-gateway", "POST /api/auth/login"),),
+        logs=(LogSpec("INFO", "Login attempt for {user_id}", 1.0, 0.0, ("user_id",)),),
     ),
     # api-gateway: authenticates (except public catalog routes) and proxies.
-    Route("api-gateway", "GET", "/api/products", "/api/products", 1.2, steps=(Call("catalog-service", "GET /products"),)),
+    Route(
+        "api-gateway", "GET", "/api/products", "/api/products", 1.2, steps=(Call("catalog-service", "GET /products"),)
+    ),
     Route(
         "api-gateway",
         "GET",
@@ -646,7 +667,7 @@ ROUTES: tuple[Route, ...] = (
         "/api/products/{product_id}",
         1.2,
         steps=(Call("catalog-service", "GET /products/{product_id}"),),
-        errors=((GATEWAY_CONN_REFUSED, 0.0003),),
+        errors=((GATEWAY_CONN_REFUSED, 0.001),),
     ),
     Route("api-gateway", "GET", "/api/search", "/api/search", 1.3, steps=(Call("catalog-service", "GET /search"),)),
     Route(
@@ -656,6 +677,7 @@ ROUTES: tuple[Route, ...] = (
         "/api/cart",
         1.1,
         steps=(_VALIDATE, Call("cart-service", "GET /cart")),
+        logs=(_AUTHENTICATED,),
     ),
     Route(
         "api-gateway",
@@ -664,6 +686,8 @@ ROUTES: tuple[Route, ...] = (
         "/api/cart/items",
         1.2,
         steps=(_VALIDATE, Call("cart-service", "POST /cart/items")),
+        ok_status=201,
+        logs=(_AUTHENTICATED,),
     ),
     Route(
         "api-gateway",
@@ -672,6 +696,8 @@ ROUTES: tuple[Route, ...] = (
         "/api/checkout",
         1.4,
         steps=(_VALIDATE, Call("checkout-service", "POST /checkout", timeout_ms=12_000)),
+        ok_status=201,
+        logs=(_AUTHENTICATED,),
     ),
     Route(
         "api-gateway",
@@ -691,7 +717,7 @@ ROUTES: tuple[Route, ...] = (
         0.3,
         steps=(CacheOp("GET", "session:{session_id}", 0.5),),
         logs=(LogSpec("DEBUG", "Session {session_id} valid for {user_id}", 0.4, 0.9, ("user_id",)),),
-        errors=((AUTH_SESSION_DECODE, 0.0005),),
+        errors=((AUTH_SESSION_DECODE, 0.002),),
         rejections=(Rejection(401, 0.004, LogSpec("WARN", "Session {session_id} expired", at=0.9)),),
     ),
     Route(
@@ -706,9 +732,7 @@ ROUTES: tuple[Route, ...] = (
             CacheOp("SETEX", "session:{session_id}", 0.5),
             Query("UPDATE", "users", "UPDATE users SET last_login_at = now() WHERE id = $1", 2.1),
         ),
-        logs=(
-            LogSpec("INFO", "User {user_id} logged in from {client_ip}", 1.0, 1.0, ("user_id", "client_ip")),
-        ),
+        logs=(LogSpec("INFO", "User {user_id} logged in from {client_ip}", 1.0, 1.0, ("user_id", "client_ip")),),
         rejections=(
             Rejection(401, 0.03, LogSpec("WARN", "Login failed for {user_id} from {client_ip}: invalid password")),
         ),
@@ -752,7 +776,7 @@ ROUTES: tuple[Route, ...] = (
             LogSpec("DEBUG", "Fetching product {product_id}", 0.5, 0.0, ("product_id",)),
             LogSpec("INFO", "Served product {product_id} ({sku})", 0.8, 1.0, ("product_id", "sku")),
         ),
-        errors=((CATALOG_STATEMENT_TIMEOUT, 0.0012),),
+        errors=((CATALOG_STATEMENT_TIMEOUT, 0.004),),
         rejections=(Rejection(404, 0.008, LogSpec("INFO", "Product {product_id} not found", attrs=("product_id",))),),
     ),
     Route(
@@ -775,7 +799,7 @@ ROUTES: tuple[Route, ...] = (
             Work("rank_results", 3.5, 0.4),
         ),
         logs=(LogSpec("INFO", "Search {query!r} returned {results} results", 1.0, 1.0, ("query",)),),
-        errors=((CATALOG_SEARCH_ERROR, 0.001),),
+        errors=((CATALOG_SEARCH_ERROR, 0.004),),
     ),
     # inventory-service
     Route(
@@ -794,11 +818,18 @@ ROUTES: tuple[Route, ...] = (
         "/inventory/reserve",
         3,
         steps=(
-            Query("UPDATE", "stock", "UPDATE stock SET reserved = reserved + ? WHERE sku = ? AND available >= ?", 3.2, 0.5, (1, 4)),
+            Query(
+                "UPDATE",
+                "stock",
+                "UPDATE stock SET reserved = reserved + ? WHERE sku = ? AND available >= ?",
+                3.2,
+                0.5,
+                (1, 4),
+            ),
             Query("INSERT", "reservations", "INSERT INTO reservations (order_id, sku, quantity) VALUES (?, ?, ?)", 2.4),
         ),
         logs=(LogSpec("INFO", "Reserved {items} items for order {order_id}", 1.0, 1.0, ("order_id",)),),
-        errors=((INVENTORY_DEADLOCK, 0.002),),
+        errors=((INVENTORY_DEADLOCK, 0.005),),
         rejections=(Rejection(409, 0.01, LogSpec("WARN", "Insufficient stock for {sku}", attrs=("sku",))),),
     ),
     # cart-service: everything lives in redis.
@@ -810,7 +841,7 @@ ROUTES: tuple[Route, ...] = (
         1.5,
         steps=(CacheOp("HGETALL", "cart:{user_id}", 0.7),),
         logs=(LogSpec("DEBUG", "Loaded cart for {user_id}: {items} items", 0.6, 1.0, ("user_id",)),),
-        errors=((CART_REDIS_RESET, 0.001),),
+        errors=((CART_REDIS_RESET, 0.004),),
     ),
     Route(
         "cart-service",
@@ -824,8 +855,11 @@ ROUTES: tuple[Route, ...] = (
             CacheOp("EXPIRE", "cart:{user_id}", 0.4),
         ),
         logs=(
-            LogSpec("INFO", "Added {quantity} x {product_id} to cart of {user_id}", 1.0, 1.0, ("user_id", "product_id")),
+            LogSpec(
+                "INFO", "Added {quantity} x {product_id} to cart of {user_id}", 1.0, 1.0, ("user_id", "product_id")
+            ),
         ),
+        ok_status=201,
     ),
     Route(
         "cart-service",
@@ -835,6 +869,7 @@ ROUTES: tuple[Route, ...] = (
         1,
         steps=(CacheOp("DEL", "cart:{user_id}", 0.5),),
         logs=(LogSpec("DEBUG", "Cleared cart of {user_id}", 0.5, 1.0, ("user_id",)),),
+        ok_status=204,
     ),
     # checkout-service: the longest chain.
     Route(
@@ -873,7 +908,8 @@ ROUTES: tuple[Route, ...] = (
                 ("order_id", "amount", "currency"),
             ),
         ),
-        errors=((CHECKOUT_OPTIMISTIC_LOCK, 0.002),),
+        errors=((CHECKOUT_OPTIMISTIC_LOCK, 0.006),),
+        ok_status=201,
     ),
     # payment-service: fraud check, then the card network through Stripe.
     Route(
@@ -904,14 +940,25 @@ ROUTES: tuple[Route, ...] = (
                 timeout_ms=4_000,
                 rejections=(
                     Rejection(
-                        402, 0.02, LogSpec("WARN", "Card declined for order {order_id} ({card_brand})", attrs=("order_id",))
+                        402,
+                        0.02,
+                        LogSpec("WARN", "Card declined for order {order_id} ({card_brand})", attrs=("order_id",)),
                     ),
                 ),
                 failure_p=0.001,
             ),
-            Query("UPDATE", "payments", "UPDATE payments SET status = 'AUTHORIZED', provider_ref = ? WHERE id = ?", 2.2),
+            Query(
+                "UPDATE", "payments", "UPDATE payments SET status = 'AUTHORIZED', provider_ref = ? WHERE id = ?", 2.2
+            ),
         ),
         logs=(
+            LogSpec(
+                "INFO",
+                "Charging {amount} {currency} to {card_brand} card for order {order_id}",
+                1.0,
+                0.3,
+                ("order_id",),
+            ),
             LogSpec(
                 "INFO",
                 "Payment authorized for order {order_id} amount={amount} {currency}",
@@ -920,7 +967,8 @@ ROUTES: tuple[Route, ...] = (
                 ("order_id", "payment_id", "amount", "currency"),
             ),
         ),
-        errors=((PAYMENT_PROVIDER_IO, 0.002),),
+        errors=((PAYMENT_PROVIDER_IO, 0.006),),
+        ok_status=201,
     ),
 )
 ROUTE_BY_KEY = {r.key: r for r in ROUTES}

@@ -17,12 +17,21 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from obsmcp.ingest.receiver import IngestError, Receiver, Signal
 
 _SERVICES: dict[Signal, tuple[str, Any, str]] = {
-    "traces": ("opentelemetry.proto.collector.trace.v1.TraceService",
-               trace_service_pb2.ExportTraceServiceResponse, "rejected_spans"),
-    "logs": ("opentelemetry.proto.collector.logs.v1.LogsService",
-             logs_service_pb2.ExportLogsServiceResponse, "rejected_log_records"),
-    "metrics": ("opentelemetry.proto.collector.metrics.v1.MetricsService",
-                metrics_service_pb2.ExportMetricsServiceResponse, "rejected_data_points"),
+    "traces": (
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        trace_service_pb2.ExportTraceServiceResponse,
+        "rejected_spans",
+    ),
+    "logs": (
+        "opentelemetry.proto.collector.logs.v1.LogsService",
+        logs_service_pb2.ExportLogsServiceResponse,
+        "rejected_log_records",
+    ),
+    "metrics": (
+        "opentelemetry.proto.collector.metrics.v1.MetricsService",
+        metrics_service_pb2.ExportMetricsServiceResponse,
+        "rejected_data_points",
+    ),
 }
 
 
@@ -32,7 +41,8 @@ def _handler(receiver: Receiver, signal: Signal, response_cls: Any, field: str) 
             batch = await receiver.ingest(signal, request, "protobuf")
         except IngestError as e:
             code = {400: grpc.StatusCode.INVALID_ARGUMENT, 413: grpc.StatusCode.RESOURCE_EXHAUSTED}.get(
-                e.status, grpc.StatusCode.UNAVAILABLE)
+                e.status, grpc.StatusCode.UNAVAILABLE
+            )
             await context.abort(code, e.message)
         resp = response_cls()
         if batch.rejected or batch.error_message:
@@ -46,9 +56,13 @@ def _handler(receiver: Receiver, signal: Signal, response_cls: Any, field: str) 
 async def start_grpc(receiver: Receiver, host: str, port: int) -> grpc.aio.Server:
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", receiver.max_body_bytes)])
     for signal, (service, response_cls, field) in _SERVICES.items():
-        server.add_generic_rpc_handlers((
-            grpc.method_handlers_generic_handler(service, {"Export": _handler(receiver, signal, response_cls, field)}),
-        ))
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    service, {"Export": _handler(receiver, signal, response_cls, field)}
+                ),
+            )
+        )
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind OTLP/gRPC to {host}:{port}: is the port in use? pick another --otlp-grpc-port")

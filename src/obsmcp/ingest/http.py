@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from google.rpc import status_pb2
@@ -20,7 +21,7 @@ from obsmcp.ingest.receiver import Encoding, IngestError, Receiver, Signal
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
-_RESPONSES = {
+_RESPONSES: dict[str, tuple[Any, str]] = {
     "traces": (trace_service_pb2.ExportTraceServiceResponse, "rejected_spans"),
     "logs": (logs_service_pb2.ExportLogsServiceResponse, "rejected_log_records"),
     "metrics": (metrics_service_pb2.ExportMetricsServiceResponse, "rejected_data_points"),
@@ -41,6 +42,7 @@ def _encoding(content_type: str) -> Encoding | None:
 
 def _success(signal: Signal, batch: DecodedBatch, encoding: Encoding) -> Response:
     msg_cls, field = _RESPONSES[signal]
+    msg: Any
     msg = msg_cls()
     if batch.rejected or batch.error_message:
         setattr(msg.partial_success, field, batch.rejected)
@@ -77,8 +79,14 @@ def otlp_routes(receiver: Receiver) -> list[Route]:
         async def handle(request: Request) -> Response:
             encoding = _encoding(request.headers.get("content-type", ""))
             if encoding is None:
-                return _failure(IngestError(415, f"Content-Type {request.headers.get('content-type')!r} is not "
-                                            f"supported: use {PROTOBUF} or {JSON}"), None)
+                return _failure(
+                    IngestError(
+                        415,
+                        f"Content-Type {request.headers.get('content-type')!r} is not "
+                        f"supported: use {PROTOBUF} or {JSON}",
+                    ),
+                    None,
+                )
             try:
                 body = await _read_capped(request, receiver.max_body_bytes)
                 batch = await receiver.ingest(signal, body, encoding, request.headers.get("content-encoding", ""))

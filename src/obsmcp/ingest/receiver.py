@@ -56,8 +56,9 @@ class Receiver:
     def __init__(self, writer: StoreWriter, max_body_bytes: int) -> None:
         self.writer = writer
         self.max_body_bytes = max_body_bytes
-        self.stats = IngestStats(accepted={"traces": 0, "logs": 0, "metrics": 0},
-                                 rejected={"traces": 0, "logs": 0, "metrics": 0})
+        self.stats = IngestStats(
+            accepted={"traces": 0, "logs": 0, "metrics": 0}, rejected={"traces": 0, "logs": 0, "metrics": 0}
+        )
 
     async def ingest(self, signal: Signal, body: bytes, encoding: Encoding, content_encoding: str = "") -> DecodedBatch:
         """Decode and commit one export request. Raises IngestError."""

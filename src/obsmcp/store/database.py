@@ -65,9 +65,7 @@ class Database:
             )
         for table in schema.TELEMETRY_TABLES:
             con.execute(table.ddl())
-        con.execute(
-            "INSERT OR REPLACE INTO obsmcp_meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)]
-        )
+        con.execute("INSERT OR REPLACE INTO obsmcp_meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)])
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for one thread (DuckDB connections are not shared across threads)."""

@@ -41,3 +41,8 @@ class Where:
 
     def copy(self) -> Where:
         return Where(self.dialect, list(self.clauses), list(self.params))
+
+
+def col(name: str) -> str:
+    """A quoted column identifier (the exporter's dotted names like Events.Name need quotes)."""
+    return f'"{name}"'

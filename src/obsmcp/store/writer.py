@@ -214,27 +214,33 @@ class StoreWriter:
             for name, tbl in req.tables.items():
                 if tbl.num_rows:
                     by_table[name].append(tbl)
-        cur.execute("BEGIN TRANSACTION")
+        views: list[str] = []
         try:
-            for name, parts in by_table.items():
+            cur.execute("BEGIN TRANSACTION")
+            for i, (name, parts) in enumerate(by_table.items()):
                 batch = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-                cur.register("_obsmcp_batch", batch)
-                try:
-                    cols = ", ".join(f'"{c}"' for c in batch.column_names)
-                    cur.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM _obsmcp_batch")
-                    if name == schema.TRACES.name:
-                        cur.execute(
-                            f"INSERT INTO {schema.TRACE_ID_TS.name} "
-                            'SELECT "TraceId", min("Timestamp"), max("Timestamp") FROM _obsmcp_batch '
-                            "WHERE \"TraceId\" <> '' GROUP BY \"TraceId\""
-                        )
-                finally:
-                    cur.unregister("_obsmcp_batch")
+                view = f"_obsmcp_batch_{i}"
+                cur.register(view, batch)
+                views.append(view)
+                cols = ", ".join(f'"{c}"' for c in batch.column_names)
+                cur.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {view}")
+                if name == schema.TRACES.name:
+                    cur.execute(
+                        f"INSERT INTO {schema.TRACE_ID_TS.name} "
+                        f'SELECT "TraceId", min("Timestamp"), max("Timestamp") FROM {view} '
+                        "WHERE \"TraceId\" <> '' GROUP BY \"TraceId\""
+                    )
             cur.execute("COMMIT")
         except Exception:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(duckdb.Error):
                 cur.execute("ROLLBACK")
             raise
+        finally:
+            # After COMMIT/ROLLBACK: inside an aborted transaction unregister itself fails and would mask
+            # the original error.
+            for view in views:
+                with contextlib.suppress(duckdb.Error):
+                    cur.unregister(view)
         self.stats.commits += 1
 
     def _retention(self, cur: duckdb.DuckDBPyConnection) -> None:

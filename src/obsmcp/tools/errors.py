@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub
-from obsmcp.store.where import Where
+from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
 
@@ -85,21 +85,23 @@ def _scan(ctx: ToolContext, tr: TimeRange, service: str | None) -> tuple[list[Oc
         span_where.add('"ServiceName" = ?', service)
         log_where.add('"ServiceName" = ?', service)
     _, spans = ctx.db.query(
-        f'SELECT "ServiceName", {d.epoch_ns(chr(34) + "Timestamp" + chr(34))}, "TraceId", "SpanName", '
+        f'SELECT "ServiceName", {d.epoch_ns(col("Timestamp"))}, "TraceId", "SpanName", '
         '"StatusMessage", "Events.Name", "Events.Attributes", "SpanAttributes", '
         "\"ResourceAttributes\"['service.version'] "
         f'FROM otel_traces WHERE {span_where.sql()} ORDER BY "Timestamp" DESC LIMIT {SCAN_CAP}',
         span_where.params,
     )
     _, logs = ctx.db.query(
-        f'SELECT "ServiceName", {d.epoch_ns(chr(34) + "Timestamp" + chr(34))}, "TraceId", "Body", '
-        "\"LogAttributes\", \"ResourceAttributes\"['service.version'] "
+        f'SELECT "ServiceName", {d.epoch_ns(col("Timestamp"))}, "TraceId", "Body", '
+        '"LogAttributes", "ResourceAttributes"[\'service.version\'] '
         f'FROM otel_logs WHERE {log_where.sql()} ORDER BY "Timestamp" DESC LIMIT {SCAN_CAP}',
         log_where.params,
     )
     if len(spans) >= SCAN_CAP or len(logs) >= SCAN_CAP:
-        notes.append(f"more than {SCAN_CAP} errors in range: grouped the newest {SCAN_CAP} of each signal; "
-                     "counts are lower bounds — narrow the range for exact counts")
+        notes.append(
+            f"more than {SCAN_CAP} errors in range: grouped the newest {SCAN_CAP} of each signal; "
+            "counts are lower bounds — narrow the range for exact counts"
+        )
     out: list[Occurrence] = []
     for svc, t, tid, op, smsg, ev_names, ev_attrs, attrs, version in spans:
         a = {str(k): str(v) for k, v in dict(attrs or {}).items()}
@@ -112,18 +114,43 @@ def _scan(ctx: ToolContext, tr: TimeRange, service: str | None) -> tuple[list[Oc
                 break
         if exc is not None:
             st = str(exc.get("exception.stacktrace", ""))
-            out.append(Occurrence("exception", str(svc), int(t), str(tid), str(exc.get("exception.type", "")),
-                                  str(exc.get("exception.message", "")), st, top_frame(st), str(op), a))
+            out.append(
+                Occurrence(
+                    "exception",
+                    str(svc),
+                    int(t),
+                    str(tid),
+                    str(exc.get("exception.type", "")),
+                    str(exc.get("exception.message", "")),
+                    st,
+                    top_frame(st),
+                    str(op),
+                    a,
+                )
+            )
         else:
-            out.append(Occurrence("span", str(svc), int(t), str(tid), "", str(smsg or "error status"), "", "",
-                                  str(op), a))
+            out.append(
+                Occurrence("span", str(svc), int(t), str(tid), "", str(smsg or "error status"), "", "", str(op), a)
+            )
     for svc, t, tid, body, attrs, version in logs:
         a = {str(k): str(v) for k, v in dict(attrs or {}).items()}
         if version:
             a["service.version"] = str(version)
         st = a.get("exception.stacktrace", "")
-        out.append(Occurrence("log", str(svc), int(t), str(tid or ""), a.get("exception.type", ""), str(body),
-                              st, top_frame(st) if st else "", "", a))
+        out.append(
+            Occurrence(
+                "log",
+                str(svc),
+                int(t),
+                str(tid or ""),
+                a.get("exception.type", ""),
+                str(body),
+                st,
+                top_frame(st) if st else "",
+                "",
+                a,
+            )
+        )
     return out, notes
 
 
@@ -170,20 +197,31 @@ def find_errors(
     for gid, items in groups.items():
         first = items[0]
         traces = list(dict.fromkeys(o.trace_id for o in items if o.trace_id))[:3]
-        out.append(ErrorGroup(
-            error_id=gid, kind=first.kind, type=first.error_type or first.kind,
-            message=scrub(normalize_message(first.message), redact_secrets=redact, max_chars=200),
-            top_frame=first.frame, count=len(items),
-            first_seen=format_ns(min(o.time_ns for o in items)), last_seen=format_ns(max(o.time_ns for o in items)),
-            services=sorted({o.service for o in items}), operations=sorted({o.operation for o in items if o.operation})[:5],
-            sample_trace_ids=traces,
-        ))
-    key = {"count": lambda g: (-g.count, g.last_seen), "recent": lambda g: g.last_seen,
-           "new": lambda g: g.first_seen}[sort]
+        out.append(
+            ErrorGroup(
+                error_id=gid,
+                kind=first.kind,
+                type=first.error_type or first.kind,
+                message=scrub(normalize_message(first.message), redact_secrets=redact, max_chars=200),
+                top_frame=first.frame,
+                count=len(items),
+                first_seen=format_ns(min(o.time_ns for o in items)),
+                last_seen=format_ns(max(o.time_ns for o in items)),
+                services=sorted({o.service for o in items}),
+                operations=sorted({o.operation for o in items if o.operation})[:5],
+                sample_trace_ids=traces,
+            )
+        )
+    key = {
+        "count": lambda g: (-g.count, g.last_seen),
+        "recent": lambda g: g.last_seen,
+        "new": lambda g: g.first_seen,
+    }[sort]
     out.sort(key=key, reverse=sort != "count")
     total = len(out)
     budget = ctx.budget(max_tokens)
-    used, kept = 100, []
+    used = 100
+    kept: list[ErrorGroup] = []
     for g in out[:limit]:
         cost = estimate_tokens(_group_line(g)) + 10
         if kept and used + cost > budget:
@@ -192,12 +230,17 @@ def find_errors(
         kept.append(g)
     if len(kept) < min(limit, total):
         notes.append(f"cut to {len(kept)} groups to fit ~{budget} tokens; filter by service or raise max_tokens")
-    res = FindErrorsResult(range=tr.describe(), total=total, returned=len(kept), truncated=len(kept) < total,
-                           notes=notes, groups=kept)
+    res = FindErrorsResult(
+        range=tr.describe(),
+        total=total,
+        returned=len(kept),
+        truncated=len(kept) < total,
+        notes=notes,
+        groups=kept,
+    )
     head = f"find_errors: {len(occ)} errors in {total} groups over {tr.describe()}, sorted by {sort}."
     if not kept:
-        return res, head + "\nno errors: no error spans or error-level logs in range" + "".join(
-            "\n" + n for n in notes)
+        return res, head + "\nno errors: no error spans or error-level logs in range" + "".join("\n" + n for n in notes)
     if kept:
         res.notes.append(UNTRUSTED_NOTE)
     lines = [_group_line(g) for g in kept]
@@ -211,8 +254,10 @@ def find_errors(
 def _group_line(g: ErrorGroup) -> str:
     frame = f" at {g.top_frame}" if g.top_frame else ""
     ops = f" ops={','.join(g.operations[:2])}" if g.operations else ""
-    return (f"[{g.error_id}] {g.count}x {g.type}: {g.message}{frame} | services={','.join(g.services)}{ops} "
-            f"| {g.first_seen}..{g.last_seen} | traces={','.join(g.sample_trace_ids[:2])}")
+    return (
+        f"[{g.error_id}] {g.count}x {g.type}: {g.message}{frame} | services={','.join(g.services)}{ops} "
+        f"| {g.first_seen}..{g.last_seen} | traces={','.join(g.sample_trace_ids[:2])}"
+    )
 
 
 class ErrorDetails(BaseModel):
@@ -232,7 +277,10 @@ class ErrorDetails(BaseModel):
 
 
 def get_error_details(
-    ctx: ToolContext, error_id: str, start: str | None = None, end: str | None = None,
+    ctx: ToolContext,
+    error_id: str,
+    start: str | None = None,
+    end: str | None = None,
     max_tokens: int | None = None,
 ) -> tuple[ErrorDetails, str]:
     eid = error_id.strip().lower()
@@ -264,17 +312,29 @@ def get_error_details(
     buckets = Counter((o.time_ns - t0) // width for o in items)
     timeline = [{"start": format_ns(t0 + b * width), "count": buckets.get(b, 0)} for b in range(n_buckets)]
     samples = [
-        {"time": format_ns(o.time_ns), "service": o.service, "trace_id": o.trace_id,
-         "message": scrub(o.message, redact_secrets=redact, max_chars=200)}
+        {
+            "time": format_ns(o.time_ns),
+            "service": o.service,
+            "trace_id": o.trace_id,
+            "message": scrub(o.message, redact_secrets=redact, max_chars=200),
+        }
         for o in items[:5]
     ]
     stack = next((o.stacktrace for o in items if o.stacktrace), "")
     res = ErrorDetails(
-        error_id=eid, kind=first.kind, type=first.error_type or first.kind,
-        message=scrub(first.message, redact_secrets=redact, max_chars=400), count=len(items),
-        first_seen=format_ns(t0), last_seen=format_ns(t1), services=sorted({o.service for o in items}),
+        error_id=eid,
+        kind=first.kind,
+        type=first.error_type or first.kind,
+        message=scrub(first.message, redact_secrets=redact, max_chars=400),
+        count=len(items),
+        first_seen=format_ns(t0),
+        last_seen=format_ns(t1),
+        services=sorted({o.service for o in items}),
         stacktrace=scrub(stack, redact_secrets=redact, max_chars=3000).replace(" ⏎ ", "\n"),
-        attributes=attrs, timeline=timeline, samples=samples, notes=notes,
+        attributes=attrs,
+        timeline=timeline,
+        samples=samples,
+        notes=notes,
     )
     text = _details_text(res)
     budget = ctx.budget(max_tokens)
@@ -296,9 +356,13 @@ def _details_text(r: ErrorDetails) -> str:
     body.append("samples:")
     body += [f"  {s['time']} {s['service']} trace={s['trace_id']} {s['message']}" for s in r.samples]
     timeline = " ".join(str(b["count"]) for b in r.timeline)
-    return "\n".join([
-        f"error {r.error_id} ({r.kind}): {r.count} occurrences, {r.first_seen} .. {r.last_seen}, "
-        f"services {', '.join(r.services)}",
-        f"timeline ({len(r.timeline)} buckets from first to last seen): {timeline}",
-        fence.wrap(body), *r.notes, UNTRUSTED_NOTE,
-    ])
+    return "\n".join(
+        [
+            f"error {r.error_id} ({r.kind}): {r.count} occurrences, {r.first_seen} .. {r.last_seen}, "
+            f"services {', '.join(r.services)}",
+            f"timeline ({len(r.timeline)} buckets from first to last seen): {timeline}",
+            fence.wrap(body),
+            *r.notes,
+            UNTRUSTED_NOTE,
+        ]
+    )

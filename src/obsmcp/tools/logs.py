@@ -17,7 +17,7 @@ from obsmcp.result import (
     fingerprint,
     scrub,
 )
-from obsmcp.store.where import Where
+from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError, severity_floor
 
@@ -89,7 +89,7 @@ def search_logs(
     by_severity = {str(s or "UNSET"): int(n) for s, n in counts}
     total = sum(by_severity.values())
     _, rows = ctx.db.query(
-        f'SELECT {ctx.dialect.epoch_ns(chr(34) + "Timestamp" + chr(34))}, "SeverityText", "ServiceName", '
+        f'SELECT {ctx.dialect.epoch_ns(col("Timestamp"))}, "SeverityText", "ServiceName", '
         '"Body", "TraceId", "SpanId", "LogAttributes" '
         f'FROM otel_logs WHERE {where.sql()} ORDER BY "Timestamp" DESC LIMIT ? OFFSET ?',
         [*where.params, limit, offset],
@@ -156,9 +156,7 @@ def _record(row: tuple[Any, ...], redact: bool) -> LogRecord:
         body=scrub(str(body), redact_secrets=redact, max_chars=BODY_CHARS),
         trace_id=trace_id or None,
         span_id=span_id or None,
-        attributes={
-            str(k): scrub(str(v), redact_secrets=redact, max_chars=120) for k, v in dict(attrs or {}).items()
-        },
+        attributes={str(k): scrub(str(v), redact_secrets=redact, max_chars=120) for k, v in dict(attrs or {}).items()},
     )
 
 

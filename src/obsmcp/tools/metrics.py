@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from obsmcp.result import ListResult, estimate_tokens
 from obsmcp.store.schema import METRIC_TABLES
-from obsmcp.store.where import Where
+from obsmcp.store.where import Where, col
 from obsmcp.timerange import format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
 
@@ -45,19 +45,28 @@ def list_metrics(
         if filter and filter.strip():
             where.contains("MetricName", filter.strip())
         _, rows = ctx.db.query(
-            f'SELECT "MetricName", {d.any_value(chr(34) + "MetricUnit" + chr(34))}, '
-            f'{d.any_value(chr(34) + "MetricDescription" + chr(34))}, '
-            f'{d.list_distinct_agg(chr(34) + "ServiceName" + chr(34), 20)}, '
-            f"list_slice(list_sort(list_distinct(flatten(list(DISTINCT {d.map_keys(chr(34) + 'Attributes' + chr(34))})))), 1, 20) "
+            f'SELECT "MetricName", {d.any_value(col("MetricUnit"))}, '
+            f"{d.any_value(col('MetricDescription'))}, "
+            f"{d.list_distinct_agg(col('ServiceName'), 20)}, "
+            f"list_slice(list_sort(list_distinct(flatten(list(DISTINCT {d.map_keys(col('Attributes'))})))), 1, 20) "
             f"FROM {table.name} WHERE {where.sql()} GROUP BY 1 ORDER BY 1",
             where.params,
         )
         for name, unit, desc, services, keys in rows:
-            infos.append(MetricInfo(name=str(name), type=mtype, unit=str(unit or ""), description=str(desc or ""),
-                                    services=[str(s) for s in services], attribute_keys=[str(k) for k in keys]))
+            infos.append(
+                MetricInfo(
+                    name=str(name),
+                    type=mtype,
+                    unit=str(unit or ""),
+                    description=str(desc or ""),
+                    services=[str(s) for s in services],
+                    attribute_keys=[str(k) for k in keys],
+                )
+            )
     infos.sort(key=lambda m: m.name)
     budget = ctx.budget(max_tokens)
-    used, kept = 60, []
+    used = 60
+    kept: list[MetricInfo] = []
     for m in infos:
         cost = estimate_tokens(_metric_line(m))
         if kept and used + cost > budget:
@@ -67,10 +76,14 @@ def list_metrics(
     notes = []
     if len(kept) < len(infos):
         notes.append(f"{len(infos) - len(kept)} more metrics not shown: narrow with filter= or service=")
-    res = ListMetricsResult(total=len(infos), returned=len(kept), truncated=len(kept) < len(infos),
-                            notes=notes, metrics=kept)
-    head = f"list_metrics: {len(infos)} metrics" + (f" for {svc}" if svc else "") + (
-        f" matching {filter!r}" if filter else "")
+    res = ListMetricsResult(
+        total=len(infos), returned=len(kept), truncated=len(kept) < len(infos), notes=notes, metrics=kept
+    )
+    head = (
+        f"list_metrics: {len(infos)} metrics"
+        + (f" for {svc}" if svc else "")
+        + (f" matching {filter!r}" if filter else "")
+    )
     lines = [_metric_line(m) for m in kept]
     if not infos:
         lines.append("no metrics recorded" + (": loosen the filter" if filter or svc else " yet"))
@@ -131,8 +144,8 @@ def query_metrics(
         raise ToolInputError(f"aggregation={aggregation!r} is unknown: use one of {', '.join(AGGREGATIONS)}")
     if agg.startswith("p") and mtype not in ("histogram", "exponential_histogram", "summary"):
         raise ToolInputError(
-            f"{agg} needs a histogram; {metric} is a {mtype}: use avg, min, max" +
-            (", rate or increase" if mtype == "sum" else "")
+            f"{agg} needs a histogram; {metric} is a {mtype}: use avg, min, max"
+            + (", rate or increase" if mtype == "sum" else "")
         )
     if agg in ("rate", "increase") and mtype not in ("sum", "histogram", "exponential_histogram", "summary"):
         raise ToolInputError(f"{agg} applies to counters; {metric} is a {mtype}: use avg, min or max")
@@ -143,8 +156,8 @@ def query_metrics(
         step_s = max(1, parse_duration(step) // 10**9)
     else:
         # About 60 points per series, on a round step.
-        raw = tr.duration_ns / 10**9 / 60
-        step_s = next((s for s in _STEPS_S if s >= raw), _STEPS_S[-1])
+        wanted = tr.duration_ns / 10**9 / 60
+        step_s = next((s for s in _STEPS_S if s >= wanted), _STEPS_S[-1])
     n_buckets = math.ceil(tr.duration_ns / 10**9 / step_s)
     notes: list[str] = []
     if n_buckets > 2000:
@@ -164,7 +177,7 @@ def query_metrics(
         "summary": '"Count", "Sum", "ValueAtQuantiles.Quantile", "ValueAtQuantiles.Value"',
     }[mtype]
     _, rows = ctx.db.query(
-        f'SELECT "ServiceName", "Attributes", {ctx.dialect.epoch_ns(chr(34) + "TimeUnix" + chr(34))}, '
+        f'SELECT "ServiceName", "Attributes", {ctx.dialect.epoch_ns(col("TimeUnix"))}, '
         f'{value_cols} FROM {table} WHERE {where.sql()} ORDER BY "TimeUnix" LIMIT 2000000',
         where.params,
     )
@@ -193,21 +206,30 @@ def query_metrics(
         else:
             for b, vals in grouped[labels].items():
                 buckets[b] = _combine(vals, agg, step_s)
-        pts = [
+        points = [
             SeriesPoint(t=format_ns(tr.start_ns + b * step_s * 10**9), v=_round(buckets.get(b)))
             for b in range(n_buckets)
         ]
-        vals = [p.v for p in pts if p.v is not None]
-        series.append(Series(labels=dict(labels), points=pts, min=min(vals) if vals else None,
-                             max=max(vals) if vals else None, last=vals[-1] if vals else None,
-                             trend=_trend(vals)))
+        vals = [p.v for p in points if p.v is not None]
+        series.append(
+            Series(
+                labels=dict(labels),
+                points=points,
+                min=min(vals) if vals else None,
+                max=max(vals) if vals else None,
+                last=vals[-1] if vals else None,
+                trend=_trend(vals),
+            )
+        )
 
     # Budget: degrade points -> summaries only -> fewer series.
     total_series = len(series)
     text = _render_metrics(metric, mtype, unit, agg, step_s, tr.describe(), series, with_points=True)
     if estimate_tokens(text) > budget:
-        notes.append("per-step points omitted to fit the budget: min/max/last/trend per series remain; "
-                     "narrow with attributes/group_by or a larger step for points")
+        notes.append(
+            "per-step points omitted to fit the budget: min/max/last/trend per series remain; "
+            "narrow with attributes/group_by or a larger step for points"
+        )
         for s in series:
             s.points = []
         text = _render_metrics(metric, mtype, unit, agg, step_s, tr.describe(), series, with_points=False)
@@ -216,9 +238,19 @@ def query_metrics(
         text = _render_metrics(metric, mtype, unit, agg, step_s, tr.describe(), series, with_points=False)
     if len(series) < total_series:
         notes.append(f"{total_series - len(series)} of {total_series} series not shown: filter or group_by less")
-    res = QueryMetricsResult(metric=metric, type=mtype, unit=unit, aggregation=agg, step_s=step_s,
-                             range=tr.describe(), total=total_series, returned=len(series),
-                             truncated=len(series) < total_series, notes=notes, series=series)
+    res = QueryMetricsResult(
+        metric=metric,
+        type=mtype,
+        unit=unit,
+        aggregation=agg,
+        step_s=step_s,
+        range=tr.describe(),
+        total=total_series,
+        returned=len(series),
+        truncated=len(series) < total_series,
+        notes=notes,
+        series=series,
+    )
     if not series:
         text += "\nno data points in range: widen the range (start='6h') or check attributes"
     return res, "\n".join([text, *notes])
@@ -245,8 +277,13 @@ def _find_metric(ctx: ToolContext, metric: str, svc: str | None) -> tuple[str, s
 
 
 def _default_agg(mtype: str) -> str:
-    return {"gauge": "avg", "sum": "rate", "histogram": "p95", "exponential_histogram": "rate",
-            "summary": "avg"}[mtype]
+    return {
+        "gauge": "avg",
+        "sum": "rate",
+        "histogram": "p95",
+        "exponential_histogram": "rate",
+        "summary": "avg",
+    }[mtype]
 
 
 def _labels(service: str, attrs: dict[str, str], keys: list[str]) -> tuple[tuple[str, str], ...]:
@@ -300,8 +337,9 @@ def _series_values(
             pc, ps, pcounts = prev_row
             if count >= pc:
                 d_count, d_sum = count - pc, total - ps
-                d_counts = [c - q for c, q in zip(counts, pcounts, strict=False)] if len(pcounts) == len(counts) \
-                    else counts
+                d_counts = (
+                    [c - q for c, q in zip(counts, pcounts, strict=False)] if len(pcounts) == len(counts) else counts
+                )
             else:
                 d_count, d_sum, d_counts = count, total, counts
         elif cumulative:
@@ -393,7 +431,14 @@ def _trend(vals: list[float]) -> str:
 
 
 def _render_metrics(
-    metric: str, mtype: str, unit: str, agg: str, step_s: int, rng: str, series: list[Series], with_points: bool
+    metric: str,
+    mtype: str,
+    unit: str,
+    agg: str,
+    step_s: int,
+    rng: str,
+    series: list[Series],
+    with_points: bool,
 ) -> str:
     u = f" {unit}" if unit else ""
     out = [f"query_metrics: {agg} of {metric} ({mtype}{u}) per {step_s}s over {rng}; {len(series)} series"]

@@ -6,11 +6,12 @@ from pydantic import BaseModel, Field
 
 from obsmcp.result import ListResult, estimate_tokens
 from obsmcp.store.schema import METRIC_TABLES
-from obsmcp.store.where import Where
+from obsmcp.store.where import Where, col
 from obsmcp.timerange import format_duration, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext
 
 TS = '"Timestamp"'
+VERSION_KEY = "['service.version']"
 
 
 class ServiceInfo(BaseModel):
@@ -58,11 +59,11 @@ def list_services(
     _, rows = ctx.db.query(
         f'SELECT "ServiceName", count(*) FILTER (WHERE {entry}), '
         f"count(*) FILTER (WHERE {entry} AND \"StatusCode\" = 'Error'), "
-        f'{d.quantile(chr(34) + "Duration" + chr(34), 0.5)} FILTER (WHERE {entry}), '
-        f'{d.quantile(chr(34) + "Duration" + chr(34), 0.95)} FILTER (WHERE {entry}), '
-        f'{d.quantile(chr(34) + "Duration" + chr(34), 0.99)} FILTER (WHERE {entry}), '
+        f"{d.quantile(col('Duration'), 0.5)} FILTER (WHERE {entry}), "
+        f"{d.quantile(col('Duration'), 0.95)} FILTER (WHERE {entry}), "
+        f"{d.quantile(col('Duration'), 0.99)} FILTER (WHERE {entry}), "
         f"{d.epoch_ns('min(' + TS + ')')}, {d.epoch_ns('max(' + TS + ')')}, "
-        f"{d.list_distinct_agg(chr(34) + 'ResourceAttributes' + chr(34) + chr(91) + repr('service.version') + chr(93), 5)} "
+        f"{d.list_distinct_agg(col('ResourceAttributes') + VERSION_KEY, 5)} "
         f"FROM otel_traces WHERE {w.sql()} GROUP BY 1",
         w.params,
     )
@@ -85,8 +86,8 @@ def list_services(
         seen(str(svc), "logs", int(lo), int(hi)).error_logs = int(errs)
     mw = Where(d).time("TimeUnix", tr.start_ns, tr.end_ns)
     union = " UNION ALL ".join(
-        f'SELECT "ServiceName", {d.epoch_ns("min(" + chr(34) + "TimeUnix" + chr(34) + ")")} AS lo, '
-        f'{d.epoch_ns("max(" + chr(34) + "TimeUnix" + chr(34) + ")")} AS hi FROM {t.name} '
+        f'SELECT "ServiceName", {d.epoch_ns("min(" + col("TimeUnix") + ")")} AS lo, '
+        f"{d.epoch_ns('max(' + col('TimeUnix') + ')')} AS hi FROM {t.name} "
         f"WHERE {mw.sql()} GROUP BY 1"
         for t in METRIC_TABLES.values()
     )
@@ -99,7 +100,8 @@ def list_services(
 
     services = sorted(by.values(), key=lambda s: (-s.error_rate, -s.requests, s.service))
     budget = ctx.budget(max_tokens)
-    used, kept = 120, []
+    used = 120
+    kept: list[ServiceInfo] = []
     for s in services:
         cost = estimate_tokens(_line(s))
         if kept and used + cost > budget:
@@ -109,10 +111,18 @@ def list_services(
     notes = []
     if len(kept) < len(services):
         notes.append(f"{len(services) - len(kept)} services not shown to fit ~{budget} tokens")
-    res = ListServicesResult(range=tr.describe(), total=len(services), returned=len(kept),
-                             truncated=len(kept) < len(services), notes=notes, services=kept)
-    head = [f"list_services: {len(services)} services with telemetry in {tr.describe()} (highest error rate first)",
-            "service: requests (rate) errors% p50/p95/p99 | error logs | signals | versions | last seen"]
+    res = ListServicesResult(
+        range=tr.describe(),
+        total=len(services),
+        returned=len(kept),
+        truncated=len(kept) < len(services),
+        notes=notes,
+        services=kept,
+    )
+    head = [
+        f"list_services: {len(services)} services with telemetry in {tr.describe()} (highest error rate first)",
+        "service: requests (rate) errors% p50/p95/p99 | error logs | signals | versions | last seen",
+    ]
     if not services:
         head.append("no telemetry in range: widen start (e.g. start='24h'), or send OTLP to the receiver")
     return res, "\n".join(head + [_line(s) for s in kept] + notes)
@@ -130,5 +140,6 @@ def _line(s: ServiceInfo) -> str:
         else "no server spans"
     )
     versions = ",".join(s.versions) or "-"
-    return (f"{s.service}: {red} | {s.error_logs} error logs | {'+'.join(s.signals)} | v {versions} | "
-            f"{s.last_seen or '-'}")
+    return (
+        f"{s.service}: {red} | {s.error_logs} error logs | {'+'.join(s.signals)} | v {versions} | {s.last_seen or '-'}"
+    )

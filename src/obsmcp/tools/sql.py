@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import duckdb
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub
 from obsmcp.store.schema import META_DDL, TELEMETRY_TABLES
@@ -25,7 +25,7 @@ def schema_text() -> str:
         "-- obsmcp store (DuckDB). Tables use the OpenTelemetry Collector ClickHouse exporter's names.",
         "-- Times are TIMESTAMP_NS in UTC; Duration is in nanoseconds; SpanKind is Server/Client/Internal/...;",
         "-- StatusCode is Ok/Error/Unset; maps are MAP(VARCHAR, VARCHAR): SpanAttributes['http.route'].",
-        "-- Quote dotted columns: \"Events.Name\". Only SELECT/WITH is allowed.",
+        '-- Quote dotted columns: "Events.Name". Only SELECT/WITH is allowed.',
     ]
     parts += [t.ddl() + ";" for t in TELEMETRY_TABLES]
     parts.append(META_DDL + ";")
@@ -60,7 +60,9 @@ def _cell(v: Any, redact: bool) -> Any:
     return scrub(json.dumps(v, default=str), redact_secrets=redact, max_chars=300)
 
 
-def query_sql(ctx: ToolContext, sql: str, limit: int = 100, max_tokens: int | None = None) -> tuple[QuerySqlResult, str]:
+def query_sql(
+    ctx: ToolContext, sql: str, limit: int = 100, max_tokens: int | None = None
+) -> tuple[QuerySqlResult, str]:
     cap = ctx.settings.sql_max_rows
     if not 1 <= limit <= cap:
         raise ToolInputError(f"limit={limit} is out of range: use 1..{cap}")
@@ -75,7 +77,8 @@ def query_sql(ctx: ToolContext, sql: str, limit: int = 100, max_tokens: int | No
     redact = ctx.settings.redact_secrets
     table = [[_cell(v, redact) for v in r] for r in rows]
     budget = ctx.budget(max_tokens)
-    used, kept = 60 + estimate_tokens(" | ".join(cols)), []
+    used = 60 + estimate_tokens(" | ".join(cols))
+    kept: list[list[Any]] = []
     for r in table:
         cost = estimate_tokens(" | ".join(map(str, r))) + 1
         if kept and used + cost > budget:
@@ -87,8 +90,14 @@ def query_sql(ctx: ToolContext, sql: str, limit: int = 100, max_tokens: int | No
         notes.append(f"more than {limit} rows: add ORDER BY/LIMIT/aggregation, or raise limit")
     if len(kept) < len(table):
         notes.append(f"cut to {len(kept)} of {len(table)} rows to fit ~{budget} tokens: select fewer columns")
-    res = QuerySqlResult(total=None if more else len(rows), returned=len(kept),
-                         truncated=more or len(kept) < len(table), notes=notes, columns=cols, rows=kept)
+    res = QuerySqlResult(
+        total=None if more else len(rows),
+        returned=len(kept),
+        truncated=more or len(kept) < len(table),
+        notes=notes,
+        columns=cols,
+        rows=kept,
+    )
     lines = [" | ".join(cols), *(" | ".join(map(str, r)) for r in kept)]
     head = f"query_sql: {len(kept)} rows" + (" (truncated)" if res.truncated else "")
     return res, "\n".join([head, Fence("rows").wrap(lines), *notes, UNTRUSTED_NOTE])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+
 from pydantic import BaseModel, Field
 
 from obsmcp.analysis.critical_path import build_tree, critical_path, self_times
@@ -17,7 +18,7 @@ from obsmcp.result import (
     fingerprint,
     scrub,
 )
-from obsmcp.store.where import Where
+from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_duration, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
 
@@ -66,8 +67,18 @@ def search_traces(
     if min_duration_ms is not None and max_duration_ms is not None and min_duration_ms > max_duration_ms:
         raise ToolInputError("min_duration_ms is larger than max_duration_ms: swap them or drop one")
     svc = ctx.resolve(service)
-    fp = fingerprint("search_traces", svc, operation, min_duration_ms, max_duration_ms, status, attributes,
-                     start, end, limit)
+    fp = fingerprint(
+        "search_traces",
+        svc,
+        operation,
+        min_duration_ms,
+        max_duration_ms,
+        status,
+        attributes,
+        start,
+        end,
+        limit,
+    )
     if cursor:
         offset, s_ns, e_ns = decode_cursor(cursor, fp)
         tr = TimeRange(s_ns, e_ns)
@@ -88,8 +99,7 @@ def search_traces(
     for k, v in (attributes or {}).items():
         where.attribute(("SpanAttributes", "ResourceAttributes"), k, str(v))
 
-    _, total_row = ctx.db.query(f'SELECT count(DISTINCT "TraceId") FROM otel_traces WHERE {where.sql()}',
-                                where.params)
+    _, total_row = ctx.db.query(f'SELECT count(DISTINCT "TraceId") FROM otel_traces WHERE {where.sql()}', where.params)
     total = int(total_row[0][0]) if total_row else 0
     _, id_rows = ctx.db.query(
         f'SELECT "TraceId", max({TS}) AS t FROM otel_traces WHERE {where.sql()} '
@@ -100,7 +110,8 @@ def search_traces(
     summaries = _summaries(ctx, ids, tr)
 
     budget = ctx.budget(max_tokens)
-    used, kept = 80, []
+    used = 80
+    kept: list[TraceSummary] = []
     for s in summaries:
         cost = estimate_tokens(_trace_line(s)) + 10
         if kept and used + cost > budget:
@@ -143,10 +154,10 @@ def _summaries(ctx: ToolContext, ids: list[str], tr: TimeRange) -> list[TraceSum
         f'SELECT "TraceId", {ctx.dialect.epoch_ns("min(" + TS + ")")}, '
         f'max({ctx.dialect.epoch_ns(TS)} + "Duration") - {ctx.dialect.epoch_ns("min(" + TS + ")")}, '
         "count(*), count(*) FILTER (WHERE \"StatusCode\" = 'Error'), "
-        f'{ctx.dialect.list_distinct_agg(chr(34) + "ServiceName" + chr(34), 12)}, '
-        "arg_min(\"ServiceName\" || ' ' || \"SpanName\", CASE WHEN \"ParentSpanId\" = '' THEN 0 ELSE 1 END), "
-        "max(CASE WHEN \"ParentSpanId\" = '' THEN \"Duration\" ELSE 0 END) "
-        f"FROM otel_traces WHERE {widened.sql()} GROUP BY \"TraceId\"",
+        f"{ctx.dialect.list_distinct_agg(col('ServiceName'), 12)}, "
+        'arg_min("ServiceName" || \' \' || "SpanName", CASE WHEN "ParentSpanId" = \'\' THEN 0 ELSE 1 END), '
+        'max(CASE WHEN "ParentSpanId" = \'\' THEN "Duration" ELSE 0 END) '
+        f'FROM otel_traces WHERE {widened.sql()} GROUP BY "TraceId"',
         widened.params,
     )
     by_id: dict[str, TraceSummary] = {}
@@ -228,8 +239,7 @@ def get_trace(
 def _load_trace(ctx: ToolContext, tid: str) -> list[Span]:
     d = ctx.dialect
     _, bounds = ctx.db.query(
-        f"SELECT {d.epoch_ns(LOOKUP_MIN)}, {d.epoch_ns(LOOKUP_MAX)} "
-        'FROM otel_traces_trace_id_ts WHERE "TraceId" = ?',
+        f'SELECT {d.epoch_ns(LOOKUP_MIN)}, {d.epoch_ns(LOOKUP_MAX)} FROM otel_traces_trace_id_ts WHERE "TraceId" = ?',
         [tid],
     )
     if not bounds or bounds[0][0] is None:
@@ -239,7 +249,7 @@ def _load_trace(ctx: ToolContext, tid: str) -> list[Span]:
     _, rows = ctx.db.query(
         f'SELECT "SpanId", "ParentSpanId", "ServiceName", "SpanName", "SpanKind", {d.epoch_ns(TS)}, '
         '"Duration", "StatusCode", "StatusMessage", "SpanAttributes", '
-        f'list_transform("Events.Timestamp", x -> {d.epoch_ns("x")}), "Events.Name", "Events.Attributes" '
+        f'list_transform("Events.Timestamp", lambda x: {d.epoch_ns("x")}), "Events.Name", "Events.Attributes" '
         f"FROM otel_traces WHERE {where.sql()}",
         where.params,
     )
@@ -250,8 +260,20 @@ def _load_trace(ctx: ToolContext, tid: str) -> list[Span]:
             for t, n, a in zip(ev_t or [], ev_n or [], ev_a or [], strict=False)
         ]
         spans.append(
-            Span(tid, str(sid), str(pid or ""), str(svc), str(name), str(kind), int(t0), int(dur),
-                 str(status), str(msg or ""), {str(k): str(v) for k, v in dict(attrs or {}).items()}, events)
+            Span(
+                tid,
+                str(sid),
+                str(pid or ""),
+                str(svc),
+                str(name),
+                str(kind),
+                int(t0),
+                int(dur),
+                str(status),
+                str(msg or ""),
+                {str(k): str(v) for k, v in dict(attrs or {}).items()},
+                events,
+            )
         )
     return spans
 
@@ -367,15 +389,21 @@ def _render_trace(
             continue
         for ev in span.events:
             if ev.name == "exception":
-                errors.append({
-                    "span_id": span.span_id,
-                    "service": span.service,
-                    "type": ev.attributes.get("exception.type", ""),
-                    "message": scrub(ev.attributes.get("exception.message", ""), redact_secrets=redact,
-                                     max_chars=300),
-                    "stacktrace": scrub(ev.attributes.get("exception.stacktrace", ""), redact_secrets=redact,
-                                        max_chars=600),
-                })
+                errors.append(
+                    {
+                        "span_id": span.span_id,
+                        "service": span.service,
+                        "type": ev.attributes.get("exception.type", ""),
+                        "message": scrub(
+                            ev.attributes.get("exception.message", ""), redact_secrets=redact, max_chars=300
+                        ),
+                        "stacktrace": scrub(
+                            ev.attributes.get("exception.stacktrace", ""),
+                            redact_secrets=redact,
+                            max_chars=600,
+                        ),
+                    }
+                )
     error_spans = sum(1 for s in spans if s.is_error)
     res = GetTraceResult(
         trace_id=tid,
@@ -405,8 +433,10 @@ def _render_trace(
         res.shown = len(res.spans)
         res.truncated = True
         if not any("to fit the budget" in n for n in res.notes):
-            res.notes.append(f"spans dropped to fit ~{budget} tokens (deepest non-critical first); "
-                             "raise max_tokens or query search_traces for detail")
+            res.notes.append(
+                f"spans dropped to fit ~{budget} tokens (deepest non-critical first); "
+                "raise max_tokens or query search_traces for detail"
+            )
         text = _trace_text(res, tree.spans[main_root])
     return res, text
 

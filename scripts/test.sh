@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command (README: `make test`; CI: .ci/run). Sets up what the tests need, runs pytest.
+# Real components only: the MCP Inspector CLI from npm is installed into build/inspector on first run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+INSPECTOR_VERSION=2.12.0
+if command -v npm >/dev/null 2>&1; then
+  if [ ! -x build/inspector/node_modules/.bin/mcp-inspector ]; then
+    echo "installing @modelcontextprotocol/inspector@${INSPECTOR_VERSION} (npm) into build/inspector"
+    mkdir -p build/inspector
+    npm install --no-audit --no-fund --loglevel=error --prefix build/inspector \
+      "@modelcontextprotocol/inspector@${INSPECTOR_VERSION}" >/dev/null
+  fi
+  export OBSMCP_INSPECTOR="$PWD/build/inspector/node_modules/.bin/mcp-inspector"
+fi
+
+set +e
+"$VENV/bin/pytest" "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+exit "$rc"
