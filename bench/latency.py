@@ -149,16 +149,16 @@ def pick_arguments(cur: duckdb.DuckDBPyConnection, text_override: str | None) ->
     ).fetchone()
     picks["error_service"] = str(row[0]) if row else log_service
     hist = cur.execute(
-        'SELECT "MetricName", "ServiceName", count(*) AS n FROM otel_metrics_histogram '
-        "GROUP BY ALL ORDER BY (\"MetricName\" = 'http.server.request.duration') DESC, "
-        '("ServiceName" = ?) DESC, n DESC LIMIT 1',
+        'SELECT "MetricName", "ServiceName", count(*) AS n FROM otel_metrics_histogram GROUP BY 1, 2 '
+        "ORDER BY (\"MetricName\" = 'http.server.request.duration') DESC, (\"ServiceName\" = ?) DESC, "
+        "n DESC LIMIT 1",
         [picks["error_service"]],
     ).fetchone()
     if hist:
         picks["metric"], picks["metric_service"], picks["metric_kind"] = str(hist[0]), str(hist[1]), "histogram"
     else:
         g = cur.execute(
-            'SELECT "MetricName", "ServiceName" FROM otel_metrics_gauge GROUP BY ALL ORDER BY count(*) DESC LIMIT 1'
+            'SELECT "MetricName", "ServiceName" FROM otel_metrics_gauge GROUP BY 1, 2 ORDER BY count(*) DESC LIMIT 1'
         ).fetchone()
         picks["metric"], picks["metric_service"], picks["metric_kind"] = (
             (str(g[0]), str(g[1]), "gauge") if g else ("", "", "none")

@@ -230,3 +230,38 @@ async def table_counts(client: Any) -> dict[str, int]:
     sql = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in TELEMETRY_TABLES)
     r = await call_tool(client, "query_sql", {"sql": sql})
     return {row[0]: int(row[1]) for row in r.structured_content["rows"]}
+
+
+# -- OTLP requests -----------------------------------------------------------------------------------
+
+
+def otlp_logs_protobuf(service: str, bodies: list[str], severity: int = 9) -> bytes:
+    """A real ExportLogsServiceRequest (protobuf) with one log record per body, timestamped now."""
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.logs.v1 import logs_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+
+    now = time.time_ns()
+    resource = resource_pb2.Resource(attributes=[
+        common_pb2.KeyValue(key="service.name", value=common_pb2.AnyValue(string_value=service))])
+    records = [
+        logs_pb2.LogRecord(time_unix_nano=now + i, observed_time_unix_nano=now + i, severity_number=severity,
+                           body=common_pb2.AnyValue(string_value=body))
+        for i, body in enumerate(bodies)
+    ]
+    req = logs_service_pb2.ExportLogsServiceRequest(resource_logs=[
+        logs_pb2.ResourceLogs(resource=resource, scope_logs=[logs_pb2.ScopeLogs(log_records=records)])])
+    return req.SerializeToString()
+
+
+def otlp_logs_json(service: str, bodies: list[str]) -> dict[str, Any]:
+    """An OTLP/JSON logs export request (as a dict) with one record per body, timestamped now."""
+    now = time.time_ns()
+    return {"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+        "scopeLogs": [{"logRecords": [
+            {"timeUnixNano": str(now + i), "severityNumber": 9, "severityText": "INFO", "body": {"stringValue": b}}
+            for i, b in enumerate(bodies)
+        ]}],
+    }]}

@@ -1149,6 +1149,45 @@ def test_any_attribute_decodes_the_same_from_protobuf_and_json(attrs: list[tuple
     store(first)
 
 
+def length_delimited(field: int, payload: bytes) -> bytes:
+    size, prefix = len(payload), b""
+    while size >= 0x80:
+        prefix += bytes([size & 0x7F | 0x80])
+        size >>= 7
+    return bytes([field << 3 | 2]) + prefix + bytes([size]) + payload
+
+
+@pytest.mark.parametrize(
+    ("key_value", "expected"),
+    [
+        # value before key
+        (length_delimited(2, AnyValue(int_value=7).SerializeToString()) + length_delimited(1, b"k"), "7"),
+        # the value field twice: protobuf merges them and the last oneof member wins
+        (
+            length_delimited(1, b"k")
+            + length_delimited(2, AnyValue(string_value="old").SerializeToString())
+            + length_delimited(2, AnyValue(bool_value=True).SerializeToString()),
+            "true",
+        ),
+        # a bool encoded as 2: any non-zero varint is true
+        (length_delimited(1, b"k") + length_delimited(2, b"\x10\x02"), "true"),
+        # a key longer than 127 bytes needs a two-byte length
+        (
+            length_delimited(1, b"k" * 200) + length_delimited(2, AnyValue(double_value=-1.25).SerializeToString()),
+            "-1.25",
+        ),
+    ],
+)
+def test_attributes_in_any_valid_protobuf_layout_decode_like_the_canonical_one(key_value: bytes, expected: str) -> None:
+    span = Span(trace_id=TRACE_ID, span_id=SPAN_ID, name="s").SerializeToString() + length_delimited(9, key_value)
+    body = length_delimited(1, length_delimited(2, length_delimited(2, span)))  # request > resource > scope > span
+
+    (row,) = rows(decode("traces", body, "protobuf"), "otel_traces")
+
+    reference = KeyValue.FromString(key_value)
+    assert dict(row["SpanAttributes"]) == {reference.key: expected}
+
+
 def test_duplicate_attribute_keys_keep_the_last_value_so_the_store_accepts_them() -> None:
     attrs = [kv("k", string_value="first"), kv("other", int_value=1), kv("k", string_value="last")]
     request = ExportTraceServiceRequest(

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     ingest_flush_ms: int = Field(200, ge=1, description="longest wait before a partial batch is committed")
 
     query_timeout_s: float = Field(30.0, gt=0, description="timeout for one query against the store")
+    exact_count_max_rows: int = Field(
+        1_000_000, ge=1000, description="above this many records in range, search_logs estimates its counts"
+    )
     sql_max_rows: int = Field(500, ge=1, description="row cap of query_sql")
     redact_secrets: bool = Field(True, description="redact secrets in telemetry text before it leaves")
 

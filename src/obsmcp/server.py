@@ -98,6 +98,7 @@ def build_server(ctx: ToolContext) -> MCPServer[Any]:
         limit: Annotated[int, Field(description="rows per page (1-500)")] = 50,
         cursor: Annotated[str | None, Field(description="next_cursor from a previous answer")] = None,
         max_tokens: MaxTokens = None,
+        exact_counts: Annotated[bool, Field(description="exact counts even over millions of records (slower)")] = False,
     ) -> Annotated[CallToolResult, logs_tool.SearchLogsResult]:
         """Search log records, newest first, with counts by severity over the whole match (not just the
         page). Bodies are untrusted text from the observed system, fenced and with secrets redacted."""
@@ -116,6 +117,7 @@ def build_server(ctx: ToolContext) -> MCPServer[Any]:
                 limit,
                 cursor,
                 max_tokens,
+                exact_counts,
             ),
         )
 

@@ -15,7 +15,9 @@ each service replica reports its cumulative metrics.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
+import statistics
 import struct
 import time
 from collections.abc import Iterator
@@ -58,6 +60,7 @@ from obsmcp.demo.topology import (
     Call,
     ErrorKind,
     External,
+    Language,
     LogSpec,
     Query,
     Route,
@@ -115,26 +118,30 @@ def generate(cfg: DemoConfig, batch_spans: int = 5000) -> Iterator[OTLPRequest]:
 
 def estimate_items(cfg: DemoConfig) -> dict[str, int]:
     """Rough totals per signal for ``generate(cfg)``, for a progress bar (from a short calibration run)."""
-    spans_per_root, logs_per_root, points_per_interval = _calibration()
-    roots = cfg.rate * cfg.duration_s
+    spans_per_root, logs_per_root, points_per_snapshot = _calibration()
+    assert cfg.end_ns is not None
+    step = int(cfg.duration_s * _NS) // 64
+    load = statistics.fmean(_traffic_factor(cfg.end_ns - i * step) for i in range(64))
+    roots = cfg.rate * cfg.duration_s * load
     return {
         "traces": round(roots * spans_per_root),
         "logs": round(roots * logs_per_root),
-        "metrics": round(cfg.duration_s / METRIC_INTERVAL_S * points_per_interval),
+        "metrics": round(cfg.duration_s / METRIC_INTERVAL_S * points_per_snapshot),
     }
 
 
-_CALIBRATION: list[tuple[float, float, float]] = []
-
-
+@functools.cache
 def _calibration() -> tuple[float, float, float]:
-    if not _CALIBRATION:
-        cfg = DemoConfig(duration_s=300, rate=2, scenario="none", seed=1, end_ns=1_700_000_000 * _NS)
-        engine = _Engine(cfg)
-        points = [r.items for r in engine.run(10**9) if r.signal == "metrics"]
-        intervals = cfg.duration_s / METRIC_INTERVAL_S
-        _CALIBRATION.append((engine.n_spans / engine.n_roots, engine.n_logs / engine.n_roots, sum(points) / intervals))
-    return _CALIBRATION[0]
+    """Spans and logs per root request, and metric points per snapshot once the series have all appeared."""
+    engine = _Engine(DemoConfig(duration_s=600, rate=4, scenario="none", seed=1, end_ns=1_700_000_000 * _NS))
+    for _ in engine.run(10**9):
+        pass
+    return engine.n_spans / engine.n_roots, engine.n_logs / engine.n_roots, engine.snapshot_points
+
+
+def _traffic_factor(t_ns: int) -> float:
+    """Traffic follows the time of day (about ±10%)."""
+    return 1.0 + 0.1 * math.sin(2 * math.pi * ((t_ns // _NS) % 86400) / 86400)
 
 
 # --- protobuf wire format ------------------------------------------------------------------------------------
@@ -209,16 +216,11 @@ def _str_attr(field: bytes, key: bytes, value: str) -> bytes:
 
 def _str_value(field: bytes, text: str) -> bytes:
     """An AnyValue holding ``text``, as field ``field``."""
-    return _ld(field, _ld(_TOP, text.encode()))
-
-
-def _short_str_value(field: bytes, text: str) -> bytes:
-    """``_str_value`` for text whose encoding fits in 127 bytes (one-byte lengths) once encoded."""
     v = text.encode()
     n = len(v)
-    if n > 125:
-        return _str_value(field, text)
-    return field + _VARINTS[n + 2] + b"\x0a" + _VARINTS[n] + v
+    if n < 126:  # the common case: both lengths fit in one byte
+        return field + _VARINTS[n + 2] + _TOP + _VARINTS[n] + v
+    return _ld(field, _ld(_TOP, v))
 
 
 def _error_tail(kind: ErrorKind, message: str, t_ns: int) -> bytes:
@@ -405,6 +407,26 @@ class _Failure:
     timeout_ms: float
 
 
+class _ClientOutcome:
+    """How a CLIENT span records the end of its call: status code, or the timeout exception."""
+
+    def __init__(self, language: Language, timeout_ms: float) -> None:
+        self.language = language
+        self.timeout_ms = timeout_ms
+        self.timeout_ns = int(timeout_ms * _MS)
+        self.timeout_error = upstream_error(language, timeout=True)
+        self.timeout_type = _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, self.timeout_error.type)
+
+    def attrs_and_tail(self, status: int, end: int, method: str, url: str) -> tuple[bytes, bytes]:
+        """Attributes to add and the span's event/status tail for ``status`` (0: timed out at ``end``)."""
+        if status == 0:
+            message = upstream_message(self.language, url, method, 0, self.timeout_ms)
+            return self.timeout_type, _error_tail(self.timeout_error, message, end)
+        if status >= 400:
+            return _HTTP_STATUS[status] + _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, str(status)), _CLIENT_ERROR_STATUS
+        return _HTTP_STATUS[status], b""
+
+
 def _failed(status: int) -> bool:
     return status == 0 or status >= 400
 
@@ -434,12 +456,10 @@ class _Route:
             "server.port": defn.port,
             "network.protocol.version": "1.1",
         }
-        # Entry spans (the frontend) also carry the browser's user agent: one pre-encoded variant per agent.
-        self.static_attrs = [
-            _attrs(_SPAN_ATTR, static | ({"user_agent.original": ua} if defn.name == "frontend" else {}))
-            for ua in _USER_AGENTS
-        ]
         self.entry = defn.name == "frontend"
+        # Entry spans also carry the browser's user agent: one pre-encoded variant per agent.
+        agents = _USER_AGENTS if self.entry else ("",)
+        self.static_attrs = [_attrs(_SPAN_ATTR, static | ({"user_agent.original": a} if a else {})) for a in agents]
         self.access_attrs = _attrs(_LOG_ATTR, {"http.request.method": route.method})
         self.mu = math.log(route.median_ms * _MS)
         self.sigma = route.sigma
@@ -455,11 +475,9 @@ class _Route:
 
 class _CallStep:
     def __init__(self, call: Call, service: _Service, callee: _Route) -> None:
-        self.language = service.defn.language
         self.callee = callee
         self.p = call.p
-        self.timeout_ns = int(call.timeout_ms * _MS)
-        self.timeout_ms = call.timeout_ms
+        self.outcome = _ClientOutcome(service.defn.language, call.timeout_ms)
         self.method = callee.method
         self.base_url = f"http://{callee.service.name}:{callee.service.defn.port}"
         self.head = _ld(_SPAN_NAME, callee.method.encode()) + _KIND_CLIENT
@@ -475,7 +493,6 @@ class _CallStep:
         self.debug = service.severity["DEBUG"]
         self.info = service.severity["INFO"]
         self.httpx = service.defn.language.name == "python"
-        self.timeout_error = upstream_error(service.defn.language, timeout=True)
 
     def run(self, eng: _Engine, t: int, tr: _Trace, parent: bytes, rep: _Replica) -> tuple[int, int]:
         rng = eng.rng
@@ -484,22 +501,22 @@ class _CallStep:
         sid = eng.span_id()
         served_until, status = eng.serve(self.callee, t + eng.hop(), tr, sid)
         end = served_until + eng.hop()
-        url = self.base_url + self.callee.url_path(tr.ctx)
-        attrs = self.static_attrs + _str_attr(_SPAN_ATTR, _K_URL_FULL, url)
-        tail = b""
-        if end - t > self.timeout_ns:
+        if end - t > self.outcome.timeout_ns:
             # The caller gives up; the callee's span carries on past its parent's end, as it does for real.
-            end = t + self.timeout_ns
-            status = 0
-            message = upstream_message(self.language, url, self.method, 0, self.timeout_ms)
-            attrs += _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, self.timeout_error.type)
-            tail = _error_tail(self.timeout_error, message, end)
-        else:
-            attrs += _HTTP_STATUS[status]
-            if status >= 400:
-                attrs += _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, str(status))
-                tail = _CLIENT_ERROR_STATUS
-        eng.span(rep.spans[_CLIENT], tr, sid, parent, self.head, t, end, attrs, tail)
+            end, status = t + self.outcome.timeout_ns, 0
+        url = self.base_url + self.callee.url_path(tr.ctx)
+        attrs, tail = self.outcome.attrs_and_tail(status, end, self.method, url)
+        eng.span(
+            rep.spans[_CLIENT],
+            tr,
+            sid,
+            parent,
+            self.head,
+            t,
+            end,
+            self.static_attrs + _str_attr(_SPAN_ATTR, _K_URL_FULL, url) + attrs,
+            tail,
+        )
         if self.httpx and status:
             # httpx logs every response at INFO.
             eng.log(rep, tr, sid, end, self.info, f'HTTP Request: {self.method} {url} "HTTP/1.1 {_REASONS[status]}"')
@@ -508,7 +525,7 @@ class _CallStep:
             text = f"HTTP {self.method} {url} -> {outcome} ({(end - t) / _MS:.1f} ms)"
             eng.log(rep, tr, sid, end, self.debug, text)
         if _failed(status):
-            eng.failure = _Failure(self.callee.service.name, self.method, url, status, self.timeout_ms)
+            eng.failure = _Failure(self.callee.service.name, self.method, url, status, self.outcome.timeout_ms)
         return end, status
 
 
@@ -647,11 +664,9 @@ class _ExternalStep:
         self.host = ext.host
         self.mu = math.log(ext.median_ms * _MS)
         self.sigma = ext.sigma
-        self.timeout_ns = int(ext.timeout_ms * _MS)
-        self.timeout_ms = ext.timeout_ms
+        self.outcome = _ClientOutcome(service.defn.language, ext.timeout_ms)
         self.method = ext.method
         self.url = f"https://{ext.host}{ext.path}"
-        self.language = service.defn.language
         self.head = _ld(_SPAN_NAME, ext.method.encode()) + _KIND_CLIENT
         self.attrs = _attrs(
             _SPAN_ATTR,
@@ -665,9 +680,8 @@ class _ExternalStep:
         )
         self.rejections = [(r.status, r.p, _LogLine(r.log, service)) for r in ext.rejections]
         self.failure_p = ext.failure_p
-        self.timeout_error = upstream_error(service.defn.language, timeout=True)
 
-    def _outcome(self, rng: Random) -> tuple[int, _LogLine | None]:
+    def _answer(self, rng: Random) -> tuple[int, _LogLine | None]:
         for code, p, line in self.rejections:
             if rng.random() < p:
                 return code, line
@@ -679,24 +693,15 @@ class _ExternalStep:
         if rng.random() < _OUTLIER_P * 5:  # third parties are less predictable than our own services
             d *= rng.uniform(3.0, 12.0)
         end = t + int(d)
-        status, rejected = self._outcome(rng)
-        attrs = self.attrs
-        tail = b""
-        if end - t > self.timeout_ns:
-            end, status, rejected = t + self.timeout_ns, 0, None
-            message = upstream_message(self.language, self.url, self.method, 0, self.timeout_ms)
-            attrs += _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, self.timeout_error.type)
-            tail = _error_tail(self.timeout_error, message, end)
-        else:
-            attrs += _HTTP_STATUS[status]
-            if status >= 400:
-                attrs += _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, str(status))
-                tail = _CLIENT_ERROR_STATUS
-        eng.span(rep.spans[_CLIENT], tr, eng.span_id(), parent, self.head, t, end, attrs, tail)
+        status, rejected = self._answer(rng)
+        if end - t > self.outcome.timeout_ns:
+            end, status, rejected = t + self.outcome.timeout_ns, 0, None
+        attrs, tail = self.outcome.attrs_and_tail(status, end, self.method, self.url)
+        eng.span(rep.spans[_CLIENT], tr, eng.span_id(), parent, self.head, t, end, self.attrs + attrs, tail)
         if rejected is not None:
             eng.log(rep, tr, parent, end, rejected.severity, rejected.text(tr.ctx), rejected.attrs(tr.ctx))
         if _failed(status):
-            eng.failure = _Failure(self.host, self.method, self.url, status, self.timeout_ms)
+            eng.failure = _Failure(self.host, self.method, self.url, status, self.outcome.timeout_ms)
         return end, status
 
 
@@ -999,6 +1004,7 @@ class _Engine:
         self.sent_spans = self.sent_logs = 0
         self.pending_metrics: list[ResourceMetrics] = []
         self.pending_points = 0
+        self.snapshot_points = 0  # in the latest snapshot
 
     # -- setup
 
@@ -1089,7 +1095,7 @@ class _Engine:
             (
                 _LOG_TIMES.pack(_LOG_TIME, t, _LOG_OBSERVED, t),
                 severity,
-                _str_value(_LOG_BODY, text) if len(text) > 120 else _short_str_value(_LOG_BODY, text),
+                _str_value(_LOG_BODY, text),
                 attrs,
                 tr.log_tid,
                 _LOG_SPAN_ID,
@@ -1147,9 +1153,7 @@ class _Engine:
         """Play a request to route ``r`` arriving at ``start``; return when it ended and its status code."""
         rng = self.rng
         svc = r.service
-        replicas = svc.replicas
-        delay = 0
-        fault: ErrorKind | None = None
+        replicas, delay, fault = svc.replicas, 0, None
         if svc.culprit and self.incident_start <= start < self.incident_end:
             replicas = svc.incident_replicas
             delay, fault = self.incident.route_effect(r.key, start, rng)
@@ -1160,8 +1164,7 @@ class _Engine:
             own *= rng.uniform(4.0, 15.0)
         # Most of a handler's own time (parsing, validation, auth) comes before its downstream calls.
         t = start + delay + int(own * 0.6)
-        status = r.ok_status
-        failure: _Failure | None = None
+        status, failure = r.ok_status, None
         if fault is None or fault.after_work:
             for step in r.steps:
                 t, step_status = step.run(self, t, tr, sid, rep)
@@ -1171,30 +1174,42 @@ class _Engine:
         end = t + int(own * 0.4)
         if fault is None and failure is None:
             fault = self._baseline_fault(r)
-        ctx = tr.ctx
-        path = r.url_path(ctx)
-        attrs = r.static_attrs[int(rng.random() * len(_USER_AGENTS))] if r.entry else r.static_attrs[0]
-        attrs += _str_attr(_SPAN_ATTR, _K_URL_PATH, path)
+        status, attrs, tail = self._conclude(r, rep, tr, sid, start, end, status, fault, failure)
+        path = r.url_path(tr.ctx)
+        attrs += _str_attr(_SPAN_ATTR, _K_URL_PATH, path) + _HTTP_STATUS[status]
         if r.entry:
-            attrs += _str_attr(_SPAN_ATTR, _K_CLIENT_ADDRESS, ctx["client_ip"])
-        tail = b""
-        if fault is not None:
-            status = fault.status
-            message = fault.message.format_map(ctx)
-            tail = _error_tail(fault, message, end)
-            text = fault.log.format_map(ctx)
-            self.log(rep, tr, sid, end, svc.severity["ERROR"], text, _exception_log_attrs(fault, message))
-            attrs += _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, fault.type)
-        elif failure is not None and (status == 0 or status >= 500):
-            status, tail, error_type = self._upstream_failure(rep, tr, sid, end, failure)
-            attrs += _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, error_type)
-        elif failure is None:
-            status = self._rejection(r, rep, tr, sid, start, end, status)
-        attrs += _HTTP_STATUS[status]
+            agent = r.static_attrs[int(rng.random() * len(r.static_attrs))]
+            attrs += agent + _str_attr(_SPAN_ATTR, _K_CLIENT_ADDRESS, tr.ctx["client_ip"])
+        else:
+            attrs += r.static_attrs[0]
         self.span(rep.spans[_SERVER], tr, sid, parent, r.head, start, end, attrs, tail)
         self._route_logs(r, rep, tr, sid, start, end, status, path)
         rep.metrics.record_http(r, status, end - start)
         return end, status
+
+    def _conclude(
+        self,
+        r: _Route,
+        rep: _Replica,
+        tr: _Trace,
+        sid: bytes,
+        start: int,
+        end: int,
+        status: int,
+        fault: ErrorKind | None,
+        failure: _Failure | None,
+    ) -> tuple[int, bytes, bytes]:
+        """The request's final status, error attributes and span tail; writes the log explaining a failure."""
+        if fault is not None:
+            message = fault.message.format_map(tr.ctx)
+            text = fault.log.format_map(tr.ctx)
+            self.log(rep, tr, sid, end, rep.service.severity["ERROR"], text, _exception_log_attrs(fault, message))
+            return fault.status, _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, fault.type), _error_tail(fault, message, end)
+        if failure is None:
+            return self._rejection(r, rep, tr, sid, start, end, status), b"", b""
+        if status == 0 or status >= 500:
+            return self._upstream_failure(rep, tr, sid, end, failure)
+        return status, b"", b""  # a 4xx from downstream is passed on as is
 
     def _baseline_fault(self, r: _Route) -> ErrorKind | None:
         for kind, p in r.errors:
@@ -1212,22 +1227,21 @@ class _Engine:
 
     def _upstream_failure(
         self, rep: _Replica, tr: _Trace, sid: bytes, end: int, failure: _Failure
-    ) -> tuple[int, bytes, str]:
-        """Status, span tail and error.type of a request failed by a downstream call; writes its ERROR log."""
-        svc = rep.service
+    ) -> tuple[int, bytes, bytes]:
+        """``_conclude`` for a request failed by a downstream call."""
+        lang = rep.service.defn.language
         timed_out = failure.status == 0
-        kind = upstream_error(svc.defn.language, timeout=timed_out)
-        message = upstream_message(svc.defn.language, failure.url, failure.method, failure.status, failure.timeout_ms)
+        kind = upstream_error(lang, timeout=timed_out)
+        message = upstream_message(lang, failure.url, failure.method, failure.status, failure.timeout_ms)
+        call = f"{failure.method} {failure.url}"
         if timed_out:
-            text = (
-                f"Timed out after {failure.timeout_ms:.0f}ms calling {failure.target}: {failure.method} {failure.url}"
-            )
+            text = f"Timed out after {failure.timeout_ms:.0f}ms calling {failure.target}: {call}"
         else:
-            text = f"Call to {failure.target} failed with {failure.status}: {failure.method} {failure.url}"
-        self.log(rep, tr, sid, end, svc.severity["ERROR"], text, _exception_log_attrs(kind, message))
+            text = f"Call to {failure.target} failed with {failure.status}: {call}"
+        self.log(rep, tr, sid, end, rep.service.severity["ERROR"], text, _exception_log_attrs(kind, message))
         # Proxies answer 502/504; services let the exception become a plain 500.
-        status = (504 if timed_out else 502) if svc.defn.gateway else 500
-        return status, _error_tail(kind, message, end), kind.type
+        status = (504 if timed_out else 502) if rep.service.defn.gateway else 500
+        return status, _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, kind.type), _error_tail(kind, message, end)
 
     def _route_logs(
         self, r: _Route, rep: _Replica, tr: _Trace, sid: bytes, start: int, end: int, status: int, path: str
@@ -1236,11 +1250,12 @@ class _Engine:
         duration = end - start
         for line in _pick(self.rng, r.logs):
             self.log(rep, tr, sid, start + int(duration * line.at), line.severity, line.text(ctx), line.attrs(ctx))
-        level = "ERROR" if status >= 500 else "WARN" if status >= 400 else "INFO"
-        severity = r.service.severity[level]
         style = r.service.defn.access_log
         ms = duration / _MS
         if style == "structured":
+            # Structured request logs carry the outcome in their level; text access logs are always INFO.
+            level = "ERROR" if status >= 500 else "WARN" if status >= 400 else "INFO"
+            severity = r.service.severity[level]
             attrs = r.access_attrs + _str_attr(_LOG_ATTR, _K_URL_PATH, path) + _LOG_HTTP_STATUS[status]
             attrs += _LOG_DURATION_MS + _DOUBLE.pack(0x21, ms)
             self.log(rep, tr, sid, end, severity, "request completed", attrs)
@@ -1252,12 +1267,13 @@ class _Engine:
             text = f'{peer} - "{r.method} {path} HTTP/1.1" {status}'
         else:
             text = f"Completed {r.method} {path} -> {status} in {ms:.0f} ms"
-        self.log(rep, tr, sid, end, severity, text)
+        self.log(rep, tr, sid, end, r.service.severity["INFO"], text)
 
     # -- metrics and process logs
 
     def snapshot(self, t: int) -> None:
         incident_on = self.incident_start <= t < self.incident_end
+        points_before = self.pending_points
         for svc in self.services:
             serving = svc.incident_replicas if svc.culprit and incident_on else svc.replicas
             pressure = self.incident.pressure(t) if svc.culprit and incident_on else Pressure()
@@ -1277,6 +1293,7 @@ class _Engine:
                 for rep in svc.replicas:
                     if not rep.retired:
                         self._retire(rep, self.incident_start)
+        self.snapshot_points = self.pending_points - points_before
 
     def _announce(self, rep: _Replica) -> None:
         rep.announced = True
@@ -1294,10 +1311,6 @@ class _Engine:
 
     # -- the main loop
 
-    def _load(self, t: int) -> float:
-        """Traffic follows the time of day (about ±10%)."""
-        return 1.0 + 0.1 * math.sin(2 * math.pi * ((t // _NS) % 86400) / 86400)
-
     def run(self, batch_spans: int) -> Iterator[OTLPRequest]:
         rng = self.rng
         rate = self.cfg.rate
@@ -1305,7 +1318,7 @@ class _Engine:
         next_snapshot = (self.start_ns // interval + 1) * interval
         t = self.start_ns
         while True:
-            t += int(rng.expovariate(rate * self._load(t)) * _NS)
+            t += int(rng.expovariate(rate * _traffic_factor(t)) * _NS)
             if t >= self.end_ns:
                 break
             while next_snapshot <= t:
@@ -1364,4 +1377,4 @@ class _Engine:
 
 def _point_count(metric: Metric) -> int:
     kind = metric.WhichOneof("data")
-    return len(getattr(metric, kind).data_points)
+    return len(getattr(metric, kind).data_points) if kind else 0

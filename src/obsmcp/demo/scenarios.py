@@ -204,7 +204,7 @@ _DEFINITIONS: dict[str, _Definition] = {
         "payment-service's queries against its postgres database (payments table) slow down about 100x from "
         "lock contention, with occasional multi-second lock waits. POST /payments latency rises; "
         "checkout-service and everything upstream of it get slower, and some checkouts time out after 5 s "
-        "(504s at checkout-service, api-gateway and frontend) while payment-service itself reports no errors.",
+        "(504s at checkout-service, api-gateway and frontend) while payment-service itself reports no new errors.",
         ("payment-service", "checkout-service", "api-gateway", "frontend"),
         DependencyLatency,
     ),

@@ -53,11 +53,13 @@ async def send(
     headers: dict[str, str] | None = None,
     max_attempts: int = 6,
     timeout_s: float = 30.0,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> SendStats:
     """POST every request to ``{endpoint}/v1/{signal}``; raises ``SendError`` on the first one that fails.
 
     429 and 503 answers (and connection failures) are retried after the ``Retry-After`` the receiver asked
-    for, or with exponential backoff, up to ``max_attempts`` tries per request.
+    for, or with exponential backoff, up to ``max_attempts`` tries per request. ``transport`` replaces the
+    network (tests, in-process receivers).
     """
     if concurrency < 1 or max_attempts < 1:
         raise ValueError("concurrency and max_attempts must be at least 1")
@@ -89,7 +91,7 @@ async def send(
             if on_sent is not None:
                 on_sent(request)
 
-    async with httpx.AsyncClient(timeout=timeout_s, headers=common) as client:
+    async with httpx.AsyncClient(timeout=timeout_s, headers=common, transport=transport) as client:
         producer = asyncio.create_task(produce())
         workers = [asyncio.create_task(consume(client)) for _ in range(concurrency)]
         try:

@@ -361,7 +361,6 @@ INVENTORY_DEADLOCK = ErrorKind(
         "\tat org.postgresql.jdbc.PgPreparedStatement.executeUpdate(PgPreparedStatement.java:152)",
         more=58,
     ),
-    status=409,
 )
 CHECKOUT_OPTIMISTIC_LOCK = ErrorKind(
     JAVA,
@@ -839,7 +838,7 @@ ROUTES: tuple[Route, ...] = (
         "/cart",
         "/cart",
         1.5,
-        steps=(CacheOp("HGETALL", "cart:{user_id}", 0.7),),
+        steps=(CacheGet("cart:{user_id}", "cart", 0.85, command="HGETALL", fill_command="HSET"),),
         logs=(LogSpec("DEBUG", "Loaded cart for {user_id}: {items} items", 0.6, 1.0, ("user_id",)),),
         errors=((CART_REDIS_RESET, 0.004),),
     ),

@@ -361,7 +361,11 @@ def _render_trace(
             if len(members) <= 3:
                 shown_kids.extend(members)
                 continue
-            keep = [m for m in members if m in must][:3] or members[:2]
+            # Keep failing calls first, then the ones that cost the trace the most time.
+            errs = [m for m in members if tree.spans[m].is_error][:3]
+            costly = sorted((m for m in members if m in crit and m not in errs), key=lambda m: -crit[m])
+            keep = (errs + costly)[:3] or members[:2]
+            keep.sort(key=lambda m: tree.spans[m].start_ns)
             rest = [m for m in members if m not in keep]
             shown_kids.extend(keep)
             durs = [tree.spans[m].duration_ns for m in rest]

@@ -1,0 +1,116 @@
+"""An acknowledged OTLP request survives a crash: the server answers 200 only after the rows are committed.
+
+Many clients send log batches concurrently; the server is SIGKILLed mid-stream (no shutdown code runs),
+restarted on the same data directory, and every batch that got a 200 must be there, whole. Batches that
+were in flight may be lost, but never half-stored. Three crashes in a row, each restart reopening the store
+left by the previous crash.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from tests.conftest import ServerProcess, call_tool, otlp_logs_protobuf
+
+pytestmark = pytest.mark.slow
+
+SERVICE = "crash-test"
+RECORDS_PER_REQUEST = 20
+WORKERS = 8
+ACKS_BEFORE_KILL = 40
+CRASHES = 3
+
+
+def _send_until_killed(srv: ServerProcess, crash: int) -> tuple[list[str], int]:
+    """Send batches from WORKERS threads; SIGKILL the server once enough were acknowledged.
+
+    Returns the markers of acknowledged batches and how many requests were attempted.
+    """
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    counter = itertools.count()
+    url = f"{srv.otlp_url}/v1/logs"
+    proc = srv.proc
+    assert proc is not None
+
+    def worker() -> None:
+        with httpx.Client(timeout=20) as http:
+            while not stop.is_set():
+                marker = f"crash{crash}-{next(counter):06d}"
+                body = otlp_logs_protobuf(SERVICE, [f"{marker} record {i}" for i in range(RECORDS_PER_REQUEST)])
+                try:
+                    r = http.post(url, content=body, headers={"Content-Type": "application/x-protobuf"})
+                except httpx.HTTPError:
+                    if proc.poll() is not None:
+                        return
+                    continue
+                if r.status_code == 200:
+                    with lock:
+                        acked.append(marker)
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        futures = [pool.submit(worker) for _ in range(WORKERS)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with lock:
+                if len(acked) >= ACKS_BEFORE_KILL:
+                    break
+            if any(f.done() for f in futures):
+                break
+            time.sleep(0.005)
+        srv.kill()  # while the other workers' requests are in flight
+        stop.set()
+        for f in futures:
+            f.result()
+    return acked, next(counter)
+
+
+async def _check_store(mcp_url: str, acked: list[str]) -> tuple[list[str], list[Any], int]:
+    """-> (acknowledged markers missing from the store, markers stored only in part, rows stored)."""
+    values = ", ".join(f"('{m}')" for m in acked)
+    async with Client(mcp_url) as client:
+        r = await call_tool(client, "query_sql", {"sql": (
+            f"SELECT m FROM (VALUES {values}) AS t(m) "
+            f"EXCEPT SELECT split_part(\"Body\", ' ', 1) FROM otel_logs WHERE \"ServiceName\" = '{SERVICE}'"
+        )})
+        missing = [row[0] for row in r.structured_content["rows"]]
+        r = await call_tool(client, "query_sql", {"sql": (
+            "SELECT split_part(\"Body\", ' ', 1) AS m, count(*) AS n FROM otel_logs "
+            f"WHERE \"ServiceName\" = '{SERVICE}' GROUP BY 1 HAVING count(*) <> {RECORDS_PER_REQUEST}"
+        )})
+        partial = r.structured_content["rows"]
+        r = await call_tool(client, "query_sql", {
+            "sql": f"SELECT count(*) FROM otel_logs WHERE \"ServiceName\" = '{SERVICE}'"})
+        stored = int(r.structured_content["rows"][0][0])
+    return missing, partial, stored
+
+
+def test_acknowledged_records_survive_sigkill(server_factory: Any) -> None:
+    srv: ServerProcess = server_factory()
+    acked_all: list[str] = []
+    for crash in range(CRASHES):
+        acked, attempted = _send_until_killed(srv, crash)
+        assert srv.proc is not None and srv.proc.returncode == -9
+        assert len(acked) >= ACKS_BEFORE_KILL, (
+            f"only {len(acked)} of {attempted} requests were acknowledged before the kill; server output:\n"
+            f"{srv.log_text()[-3000:]}")
+        acked_all += acked
+
+        srv.start()  # the same data directory, after a crash: the store must reopen
+        assert srv.healthy()
+        assert srv.owner()["pid"] == srv.proc.pid, "the restarted server must take over owner.json"
+        missing, partial, stored = anyio.run(_check_store, srv.mcp_url, acked_all)
+        assert not missing, (
+            f"crash {crash + 1}: {len(missing)} acknowledged requests are missing after restart, e.g. {missing[:5]}")
+        assert not partial, f"crash {crash + 1}: requests stored in part (marker, rows): {partial[:5]}"
+        assert stored >= len(acked_all) * RECORDS_PER_REQUEST
