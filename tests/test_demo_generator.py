@@ -28,7 +28,19 @@ from obsmcp.demo import (
     scenario_truth,
     send,
 )
-from obsmcp.demo.topology import SERVICES
+from obsmcp.demo.scenarios import POOL_TIMEOUT_ERROR, PRICE_FORMAT_ERROR
+from obsmcp.demo.topology import (
+    CONTEXT_KEYS,
+    ROUTES,
+    SERVICES,
+    CacheGet,
+    CacheOp,
+    ErrorKind,
+    External,
+    LogSpec,
+    Step,
+    Work,
+)
 
 END_NS = 1_700_000_000 * 10**9
 SERVICE_NAMES = {s.name for s in SERVICES}
@@ -167,6 +179,35 @@ def _server(spans: list[SpanRow], service: str) -> list[SpanRow]:
 
 def _error_rate(spans: list[SpanRow]) -> float:
     return sum(s.error for s in spans) / len(spans)
+
+
+# --- the modelled system --------------------------------------------------------------------------------------
+
+
+def _templates(step: Step) -> list[str]:
+    if isinstance(step, CacheGet):
+        return [step.key] + [t for inner in step.on_miss for t in _templates(inner)]
+    if isinstance(step, CacheOp):
+        return [step.key]
+    if isinstance(step, Work):
+        return [log.template for log in step.logs]
+    if isinstance(step, External):
+        return [r.log.template for r in step.rejections]
+    return []
+
+
+def test_every_template_formats_with_the_request_context() -> None:
+    ctx = dict.fromkeys(CONTEXT_KEYS, "x")
+    kinds: list[ErrorKind] = [PRICE_FORMAT_ERROR, POOL_TIMEOUT_ERROR]
+    templates: list[str] = []
+    for route in ROUTES:
+        kinds += [kind for kind, _ in route.errors]
+        logs: list[LogSpec] = [*route.logs, *(r.log for r in route.rejections)]
+        templates += [route.path, *(log.template for log in logs)]
+        templates += [t for step in route.steps for t in _templates(step)]
+    templates += [t for kind in kinds for t in (kind.message, kind.log)]
+    for template in templates:
+        template.format_map(ctx)
 
 
 # --- determinism and shape -------------------------------------------------------------------------------------

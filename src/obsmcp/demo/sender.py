@@ -124,7 +124,8 @@ async def _post(client: httpx.AsyncClient, url: str, body: bytes, max_attempts: 
                 raise SendError(f"POST {url} was refused with HTTP {status}: {text}")
             if attempt == max_attempts:
                 raise SendError(f"POST {url} still answered HTTP {status} after {attempt} attempts: {text}")
-            wait = _retry_after(response) or backoff
+            asked = _retry_after(response)
+            wait = backoff if asked is None else asked
         stats.retries += 1
         await asyncio.sleep(wait)
         backoff = min(backoff * 2, _MAX_BACKOFF_S)

@@ -533,22 +533,10 @@ def upstream_message(language: Language, url: str, method: str, status: int, tim
 # --- services ----------------------------------------------------------------------------------------------
 
 SERVICES: tuple[ServiceDef, ...] = (
+    # name, language, version, replicas, port, memory limit and usual footprint (MiB), idle CPU, CPU per req/s
     ServiceDef("frontend", NODEJS, "3.12.0", 2, 3000, 1024, 310, 0.04, 0.012, access_log="morgan", gateway=True),
     ServiceDef("api-gateway", GO, "1.21.4", 2, 8080, 512, 72, 0.02, 0.006, access_log="structured", gateway=True),
-    ServiceDef(
-        "auth-service",
-        GO,
-        "2.3.1",
-        1,
-        8080,
-        256,
-        48,
-        0.02,
-        0.008,
-        db_name="auth",
-        db_pool_max=10,
-        access_log="structured",
-    ),
+    ServiceDef("auth-service", GO, "2.3.1", 1, 8080, 256, 48, 0.02, 0.008, "auth", 10, access_log="structured"),
     ServiceDef("catalog-service", PYTHON, "2.14.0", 2, 8080, 1024, 280, 0.05, 0.03, "catalog", 20, "uvicorn"),
     ServiceDef("inventory-service", JAVA, "4.2.0", 1, 8080, 2048, 760, 0.06, 0.012, "inventory", 20),
     ServiceDef("cart-service", PYTHON, "1.8.3", 1, 8080, 512, 190, 0.03, 0.02, access_log="uvicorn"),

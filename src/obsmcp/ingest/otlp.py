@@ -1191,6 +1191,7 @@ def _json_logs(request: JSONObject) -> tuple[Tables, _Rejections]:
         try:
             resource_attrs = _jresource(resource_logs)
             resource_schema_url = _jstr(resource_logs, "schemaUrl")
+            service = _service_name(resource_attrs)
             for si, scope_logs in enumerate(_jitems(resource_logs, "scopeLogs")):
                 try:
                     scope_name, scope_version, scope_attrs, _ = _jscope(scope_logs)
@@ -1204,7 +1205,6 @@ def _json_logs(request: JSONObject) -> tuple[Tables, _Rejections]:
                     )
                     where = f"resourceLogs[{ri}].scopeLogs[{si}].logRecords"
                     records = _jitems(scope_logs, "logRecords")
-                    service = _service_name(resource_attrs)
                     _json_log_records(records, service, context, now, rows, rejections, where)
                 except _FieldError as err:
                     raise err.at("scopeLogs", si) from None

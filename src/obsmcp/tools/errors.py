@@ -70,7 +70,8 @@ class Occurrence:
         if self.kind == "exception":
             key = f"exception|{self.error_type}|{normalize_message(self.message)}|{self.frame}"
         elif self.kind == "span":
-            key = f"span|{self.operation}|{normalize_message(self.message)}"
+            # Status-only errors carry little text: the service and operation are what tell them apart.
+            key = f"span|{self.service}|{self.operation}|{normalize_message(self.message)}"
         else:
             key = f"log|{self.error_type}|{normalize_message(self.message)}"
         return hashlib.sha1(key.encode()).hexdigest()[:12]
@@ -129,9 +130,9 @@ def _scan(ctx: ToolContext, tr: TimeRange, service: str | None) -> tuple[list[Oc
                 )
             )
         else:
-            out.append(
-                Occurrence("span", str(svc), int(t), str(tid), "", str(smsg or "error status"), "", "", str(op), a)
-            )
+            http_status = a.get("http.response.status_code") or a.get("http.status_code")
+            message = str(smsg) if smsg else (f"HTTP {http_status}" if http_status else "error status")
+            out.append(Occurrence("span", str(svc), int(t), str(tid), "", message, "", "", str(op), a))
     for svc, t, tid, body, attrs, version in logs:
         a = {str(k): str(v) for k, v in dict(attrs or {}).items()}
         if version:
