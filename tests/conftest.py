@@ -34,6 +34,8 @@ TELEMETRY_TABLES = (
     "otel_metrics_exponential_histogram",
     "otel_metrics_summary",
 )
+# The shared OTLP examples are from December 2018: tools reach them with an explicit start.
+EXAMPLES_START = "2018-01-01T00:00:00Z"
 TOOL_NAMES = {
     "list_services",
     "search_logs",
@@ -126,9 +128,25 @@ class ServerProcess:
             self.log_path = self.log_dir / f"server-{self.starts}.log"
             with open(self.log_path, "wb") as log:
                 self.proc = subprocess.Popen(
-                    [str(OBSMCP), "serve", "--http", "--host", "127.0.0.1", "--port", str(self.port),
-                     "--otlp-port", str(self.otlp_port), "--data-dir", str(self.data_dir), "--log-format", "json"],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=clean_env(self.env),
+                    [
+                        str(OBSMCP),
+                        "serve",
+                        "--http",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.port),
+                        "--otlp-port",
+                        str(self.otlp_port),
+                        "--data-dir",
+                        str(self.data_dir),
+                        "--log-format",
+                        "json",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=clean_env(self.env),
                 )
             if self._wait_healthy(timeout):
                 return self
@@ -243,25 +261,44 @@ def otlp_logs_protobuf(service: str, bodies: list[str], severity: int = 9) -> by
     from opentelemetry.proto.resource.v1 import resource_pb2
 
     now = time.time_ns()
-    resource = resource_pb2.Resource(attributes=[
-        common_pb2.KeyValue(key="service.name", value=common_pb2.AnyValue(string_value=service))])
+    resource = resource_pb2.Resource(
+        attributes=[common_pb2.KeyValue(key="service.name", value=common_pb2.AnyValue(string_value=service))]
+    )
     records = [
-        logs_pb2.LogRecord(time_unix_nano=now + i, observed_time_unix_nano=now + i, severity_number=severity,
-                           body=common_pb2.AnyValue(string_value=body))
+        logs_pb2.LogRecord(
+            time_unix_nano=now + i,
+            observed_time_unix_nano=now + i,
+            severity_number=severity,
+            body=common_pb2.AnyValue(string_value=body),
+        )
         for i, body in enumerate(bodies)
     ]
-    req = logs_service_pb2.ExportLogsServiceRequest(resource_logs=[
-        logs_pb2.ResourceLogs(resource=resource, scope_logs=[logs_pb2.ScopeLogs(log_records=records)])])
+    req = logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[logs_pb2.ResourceLogs(resource=resource, scope_logs=[logs_pb2.ScopeLogs(log_records=records)])]
+    )
     return req.SerializeToString()
 
 
 def otlp_logs_json(service: str, bodies: list[str]) -> dict[str, Any]:
     """An OTLP/JSON logs export request (as a dict) with one record per body, timestamped now."""
     now = time.time_ns()
-    return {"resourceLogs": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
-        "scopeLogs": [{"logRecords": [
-            {"timeUnixNano": str(now + i), "severityNumber": 9, "severityText": "INFO", "body": {"stringValue": b}}
-            for i, b in enumerate(bodies)
-        ]}],
-    }]}
+    return {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                "scopeLogs": [
+                    {
+                        "logRecords": [
+                            {
+                                "timeUnixNano": str(now + i),
+                                "severityNumber": 9,
+                                "severityText": "INFO",
+                                "body": {"stringValue": b},
+                            }
+                            for i, b in enumerate(bodies)
+                        ]
+                    }
+                ],
+            }
+        ]
+    }

@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from obsmcp.config import Settings
 from obsmcp.runtime import Runtime
 from tests.conftest import (
+    EXAMPLES_START,
     ServerProcess,
     call_tool,
     call_tool_error,
@@ -48,8 +49,7 @@ def rt(tmp_path_factory: pytest.TempPathFactory, otlp_examples: Path) -> Iterato
         for name, signal in (("trace.json", "traces"), ("logs.json", "logs"), ("metrics.json", "metrics")):
             await runtime.receiver.ingest(signal, (otlp_examples / name).read_bytes(), "json")
         for service in ("checkout-service", "payment-service"):
-            await runtime.receiver.ingest("logs", otlp_logs_protobuf(service, [f"hello from {service}"]),
-                                          "protobuf")
+            await runtime.receiver.ingest("logs", otlp_logs_protobuf(service, [f"hello from {service}"]), "protobuf")
 
     try:
         asyncio.run(load())
@@ -65,13 +65,16 @@ async def client(rt: Runtime) -> AsyncIterator[Any]:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("tool,args", [
-    ("search_logs", {}),
-    ("search_traces", {}),
-    ("find_errors", {}),
-    ("list_metrics", {}),
-    ("query_metrics", {"metric": "my.counter"}),
-])
+@pytest.mark.parametrize(
+    "tool,args",
+    [
+        ("search_logs", {}),
+        ("search_traces", {}),
+        ("find_errors", {}),
+        ("list_metrics", {}),
+        ("query_metrics", {"metric": "my.counter"}),
+    ],
+)
 async def test_unknown_service_suggests_the_closest(client: Any, tool: str, args: dict[str, Any]) -> None:
     err = await call_tool_error(client, tool, {**args, "service": "chekout"})
     assert "did you mean" in err and "checkout-service" in err, err
@@ -94,8 +97,9 @@ async def test_unparseable_time_says_how_to_write_times(client: Any) -> None:
 async def test_start_after_end_is_refused(client: Any) -> None:
     err = await call_tool_error(client, "search_traces", {"start": "now-1h", "end": "now-2h"})
     assert "not before end" in err and "start='2h'" in err, err
-    err = await call_tool_error(client, "list_services", {"start": "2030-01-02T00:00:00Z",
-                                                          "end": "2030-01-01T00:00:00Z"})
+    err = await call_tool_error(
+        client, "list_services", {"start": "2030-01-02T00:00:00Z", "end": "2030-01-01T00:00:00Z"}
+    )
     assert "not before end" in err, err
 
 
@@ -106,8 +110,9 @@ async def test_unknown_trace_id(client: Any) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("trace_id", ["xyz", "5b8efff798038103d269b633813fc60", "5B8EFFF7-9803-8103-D269-B633813FC60C",
-                                      "g" * 32])
+@pytest.mark.parametrize(
+    "trace_id", ["xyz", "5b8efff798038103d269b633813fc60", "5B8EFFF7-9803-8103-D269-B633813FC60C", "g" * 32]
+)
 async def test_malformed_trace_id(client: Any, trace_id: str) -> None:
     err = await call_tool_error(client, "get_trace", {"trace_id": trace_id})
     assert "32 hex" in err, err
@@ -121,10 +126,10 @@ async def test_trace_id_is_case_insensitive(client: Any) -> None:
 
 @pytest.mark.anyio
 async def test_invalid_regex(client: Any) -> None:
-    err = await call_tool_error(client, "search_logs", {"query": "timeout (", "regex": True, "start": "3000d"})
+    err = await call_tool_error(client, "search_logs", {"query": "timeout (", "regex": True, "start": EXAMPLES_START})
     assert "regex" in err and "invalid" in err and "regex=false" in err, err
     # The same text as a plain substring is fine.
-    r = await call_tool(client, "search_logs", {"query": "timeout (", "start": "3000d"})
+    r = await call_tool(client, "search_logs", {"query": "timeout (", "start": EXAMPLES_START})
     assert r.structured_content["total"] == 0
 
 
@@ -168,37 +173,41 @@ async def test_sql_that_writes_is_refused(client: Any, sql: str) -> None:
 
 
 FILE_READS = [
-    "SELECT * FROM read_csv('/etc/passwd')",
-    "SELECT * FROM read_text('/etc/passwd')",
-    "SELECT * FROM '/etc/passwd'",
-    "SELECT * FROM glob('/etc/*')",
-    "SELECT * FROM read_parquet('/etc/hosts')",
-    "SELECT content FROM read_blob('/etc/hostname')",
+    ("SELECT * FROM read_csv('/etc/passwd')", "disabled"),
+    ("SELECT * FROM read_text('/etc/passwd')", "disabled"),
+    ("SELECT * FROM glob('/etc/*')", "disabled"),
+    ("SELECT * FROM read_parquet('/etc/hosts')", "disabled"),
+    ("SELECT content FROM read_blob('/etc/hostname')", "disabled"),
+    ("SELECT * FROM read_csv('https://example.com/x.csv')", "disabled"),
+    # A bare path is not even looked up as a file: it is an unknown table.
+    ("SELECT * FROM '/etc/passwd'", "does not exist"),
 ]
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("sql", FILE_READS)
-async def test_sql_reading_files_is_refused(client: Any, sql: str) -> None:
+@pytest.mark.parametrize("sql,why", FILE_READS)
+async def test_sql_reading_files_is_refused(client: Any, sql: str, why: str) -> None:
     r = await client.call_tool("query_sql", {"sql": sql})
     text = r.content[0].text
     assert r.is_error, f"{sql!r} was allowed: {text[:300]}"
     assert "root:" not in text and "localhost" not in text
-    assert "failed" in text or "refused" in text or "disabled" in text.lower(), text
+    # Refused because file and network access are off, not because the file happened to be unreadable.
+    assert why in text, text
 
 
 @pytest.mark.anyio
 async def test_bad_cursor(client: Any) -> None:
-    err = await call_tool_error(client, "search_logs", {"cursor": "garbage!", "start": "3000d"})
+    err = await call_tool_error(client, "search_logs", {"cursor": "garbage!", "start": EXAMPLES_START})
     assert "cursor" in err and "next_cursor" in err, err
     # A real cursor from another query is refused too, not silently applied.
-    r = await call_tool(client, "search_logs", {"limit": 1, "start": "3000d"})
+    r = await call_tool(client, "search_logs", {"limit": 1, "start": EXAMPLES_START})
     cursor = r.structured_content["next_cursor"]
     assert cursor, r.structured_content
-    err = await call_tool_error(client, "search_logs", {"cursor": cursor, "limit": 1, "start": "3000d",
-                                                        "service": "checkout"})
+    err = await call_tool_error(
+        client, "search_logs", {"cursor": cursor, "limit": 1, "start": EXAMPLES_START, "service": "checkout"}
+    )
     assert "different query" in err, err
-    r2 = await call_tool(client, "search_logs", {"cursor": cursor, "limit": 1, "start": "3000d"})
+    r2 = await call_tool(client, "search_logs", {"cursor": cursor, "limit": 1, "start": EXAMPLES_START})
     assert r2.structured_content["logs"] != r.structured_content["logs"]
 
 
@@ -314,7 +323,7 @@ async def test_oversized_body_is_413(otlp: Any) -> None:
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the cap applies while streaming
         for i in range(0, len(big), 8192):
-            yield big[i:i + 8192]
+            yield big[i : i + 8192]
 
     await otlp.refused("/v1/logs", chunks(), PROTOBUF, 413)
 
@@ -338,22 +347,36 @@ async def test_truncated_gzip_is_400(otlp: Any) -> None:
 @pytest.mark.anyio
 async def test_partial_success_reports_rejected_spans_and_keeps_the_good_one(otlp: Any) -> None:
     now = 1_700_000_000_000_000_000
-    span = {"traceId": "5b8efff798038103d269b633813fc60c", "name": "good-span", "kind": 2,
-            "startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 1000)}
-    req = {"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "partial"}}]},
-        "scopeSpans": [{"spans": [
-            {**span, "spanId": "eee19b7ec3c1b174"},
-            {**span, "spanId": "eee19b7e", "name": "bad-span"},  # hex, but 4 bytes instead of 8
-        ]}],
-    }]}
+    span = {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "name": "good-span",
+        "kind": 2,
+        "startTimeUnixNano": str(now),
+        "endTimeUnixNano": str(now + 1000),
+    }
+    req = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "partial"}}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {**span, "spanId": "eee19b7ec3c1b174"},
+                            {**span, "spanId": "eee19b7e", "name": "bad-span"},  # hex, but 4 bytes instead of 8
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
     r = await otlp.post("/v1/traces", json.dumps(req).encode(), JSON)
     assert r.status_code == 200, r.text
     partial = r.json()["partialSuccess"]
     assert int(partial["rejectedSpans"]) == 1, partial
     assert partial["errorMessage"], partial
-    res = await call_tool(otlp.mcp, "query_sql", {
-        "sql": "SELECT \"SpanName\" FROM otel_traces WHERE \"ServiceName\" = 'partial'"})
+    res = await call_tool(
+        otlp.mcp, "query_sql", {"sql": 'SELECT "SpanName" FROM otel_traces WHERE "ServiceName" = \'partial\''}
+    )
     assert res.structured_content["rows"] == [["good-span"]]
 
 
@@ -364,36 +387,75 @@ async def test_partial_success_in_protobuf(otlp: Any) -> None:
     from opentelemetry.proto.trace.v1 import trace_pb2
 
     now = 1_700_000_000_000_000_000
-    good = trace_pb2.Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="pb-good", kind=2,
-                          start_time_unix_nano=now, end_time_unix_nano=now + 5)
-    bad = trace_pb2.Span(trace_id=b"\x01" * 16, span_id=b"\x03" * 3, name="pb-bad", kind=2,
-                         start_time_unix_nano=now, end_time_unix_nano=now + 5)
-    req = trace_service_pb2.ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans(
-        resource=resource_pb2.Resource(attributes=[
-            common_pb2.KeyValue(key="service.name", value=common_pb2.AnyValue(string_value="partial-pb"))]),
-        scope_spans=[trace_pb2.ScopeSpans(spans=[good, bad])])])
+    good = trace_pb2.Span(
+        trace_id=b"\x01" * 16,
+        span_id=b"\x02" * 8,
+        name="pb-good",
+        kind=2,
+        start_time_unix_nano=now,
+        end_time_unix_nano=now + 5,
+    )
+    bad = trace_pb2.Span(
+        trace_id=b"\x01" * 16,
+        span_id=b"\x03" * 3,
+        name="pb-bad",
+        kind=2,
+        start_time_unix_nano=now,
+        end_time_unix_nano=now + 5,
+    )
+    req = trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[
+            trace_pb2.ResourceSpans(
+                resource=resource_pb2.Resource(
+                    attributes=[
+                        common_pb2.KeyValue(key="service.name", value=common_pb2.AnyValue(string_value="partial-pb"))
+                    ]
+                ),
+                scope_spans=[trace_pb2.ScopeSpans(spans=[good, bad])],
+            )
+        ]
+    )
     r = await otlp.post("/v1/traces", req.SerializeToString(), PROTOBUF)
     assert r.status_code == 200, r.text
     resp = trace_service_pb2.ExportTraceServiceResponse()
     resp.ParseFromString(r.content)
     assert resp.partial_success.rejected_spans == 1, resp
-    res = await call_tool(otlp.mcp, "query_sql", {
-        "sql": "SELECT \"SpanName\" FROM otel_traces WHERE \"ServiceName\" = 'partial-pb'"})
+    res = await call_tool(
+        otlp.mcp, "query_sql", {"sql": 'SELECT "SpanName" FROM otel_traces WHERE "ServiceName" = \'partial-pb\''}
+    )
     assert res.structured_content["rows"] == [["pb-good"]]
 
 
 @pytest.mark.anyio
 async def test_non_hex_span_id_in_json_is_a_malformed_request(otlp: Any) -> None:
     now = 1_700_000_000_000_000_000
-    req = {"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "non-hex"}}]},
-        "scopeSpans": [{"spans": [
-            {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b175", "name": "ok",
-             "startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 1)},
-            {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "not-hex!", "name": "bad",
-             "startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 1)},
-        ]}],
-    }]}
+    req = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "non-hex"}}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "5b8efff798038103d269b633813fc60c",
+                                "spanId": "eee19b7ec3c1b175",
+                                "name": "ok",
+                                "startTimeUnixNano": str(now),
+                                "endTimeUnixNano": str(now + 1),
+                            },
+                            {
+                                "traceId": "5b8efff798038103d269b633813fc60c",
+                                "spanId": "not-hex!",
+                                "name": "bad",
+                                "startTimeUnixNano": str(now),
+                                "endTimeUnixNano": str(now + 1),
+                            },
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
     r = await otlp.refused("/v1/traces", json.dumps(req).encode(), JSON, 400)
     message = r.json()["message"]
     assert "spans[1].spanId" in message and "hex" in message, message

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,12 +31,13 @@ ACKS_BEFORE_KILL = 40
 CRASHES = 3
 
 
-def _send_until_killed(srv: ServerProcess, crash: int) -> tuple[list[str], int]:
+def _send_until_killed(srv: ServerProcess, crash: int) -> tuple[list[str], Counter[str]]:
     """Send batches from WORKERS threads; SIGKILL the server once enough were acknowledged.
 
-    Returns the markers of acknowledged batches and how many requests were attempted.
+    Returns the markers of acknowledged batches and the outcome of every request.
     """
     acked: list[str] = []
+    outcomes: Counter[str] = Counter()
     lock = threading.Lock()
     stop = threading.Event()
     counter = itertools.count()
@@ -50,12 +52,15 @@ def _send_until_killed(srv: ServerProcess, crash: int) -> tuple[list[str], int]:
                 body = otlp_logs_protobuf(SERVICE, [f"{marker} record {i}" for i in range(RECORDS_PER_REQUEST)])
                 try:
                     r = http.post(url, content=body, headers={"Content-Type": "application/x-protobuf"})
-                except httpx.HTTPError:
+                except httpx.HTTPError as e:
+                    with lock:
+                        outcomes[type(e).__name__] += 1
                     if proc.poll() is not None:
                         return
                     continue
-                if r.status_code == 200:
-                    with lock:
+                with lock:
+                    outcomes[str(r.status_code)] += 1
+                    if r.status_code == 200:
                         acked.append(marker)
 
     with ThreadPoolExecutor(WORKERS) as pool:
@@ -72,25 +77,38 @@ def _send_until_killed(srv: ServerProcess, crash: int) -> tuple[list[str], int]:
         stop.set()
         for f in futures:
             f.result()
-    return acked, next(counter)
+    return acked, outcomes
 
 
 async def _check_store(mcp_url: str, acked: list[str]) -> tuple[list[str], list[Any], int]:
     """-> (acknowledged markers missing from the store, markers stored only in part, rows stored)."""
     values = ", ".join(f"('{m}')" for m in acked)
     async with Client(mcp_url) as client:
-        r = await call_tool(client, "query_sql", {"sql": (
-            f"SELECT m FROM (VALUES {values}) AS t(m) "
-            f"EXCEPT SELECT split_part(\"Body\", ' ', 1) FROM otel_logs WHERE \"ServiceName\" = '{SERVICE}'"
-        )})
+        r = await call_tool(
+            client,
+            "query_sql",
+            {
+                "sql": (
+                    f"SELECT m FROM (VALUES {values}) AS t(m) "
+                    f"EXCEPT SELECT split_part(\"Body\", ' ', 1) FROM otel_logs WHERE \"ServiceName\" = '{SERVICE}'"
+                )
+            },
+        )
         missing = [row[0] for row in r.structured_content["rows"]]
-        r = await call_tool(client, "query_sql", {"sql": (
-            "SELECT split_part(\"Body\", ' ', 1) AS m, count(*) AS n FROM otel_logs "
-            f"WHERE \"ServiceName\" = '{SERVICE}' GROUP BY 1 HAVING count(*) <> {RECORDS_PER_REQUEST}"
-        )})
+        r = await call_tool(
+            client,
+            "query_sql",
+            {
+                "sql": (
+                    "SELECT split_part(\"Body\", ' ', 1) AS m, count(*) AS n FROM otel_logs "
+                    f"WHERE \"ServiceName\" = '{SERVICE}' GROUP BY 1 HAVING count(*) <> {RECORDS_PER_REQUEST}"
+                )
+            },
+        )
         partial = r.structured_content["rows"]
-        r = await call_tool(client, "query_sql", {
-            "sql": f"SELECT count(*) FROM otel_logs WHERE \"ServiceName\" = '{SERVICE}'"})
+        r = await call_tool(
+            client, "query_sql", {"sql": f"SELECT count(*) FROM otel_logs WHERE \"ServiceName\" = '{SERVICE}'"}
+        )
         stored = int(r.structured_content["rows"][0][0])
     return missing, partial, stored
 
@@ -99,11 +117,12 @@ def test_acknowledged_records_survive_sigkill(server_factory: Any) -> None:
     srv: ServerProcess = server_factory()
     acked_all: list[str] = []
     for crash in range(CRASHES):
-        acked, attempted = _send_until_killed(srv, crash)
+        acked, outcomes = _send_until_killed(srv, crash)
         assert srv.proc is not None and srv.proc.returncode == -9
         assert len(acked) >= ACKS_BEFORE_KILL, (
-            f"only {len(acked)} of {attempted} requests were acknowledged before the kill; server output:\n"
-            f"{srv.log_text()[-3000:]}")
+            f"only {len(acked)} requests were acknowledged before the kill ({dict(outcomes)}); server output:\n"
+            f"{srv.log_text()[-3000:]}"
+        )
         acked_all += acked
 
         srv.start()  # the same data directory, after a crash: the store must reopen
@@ -111,6 +130,7 @@ def test_acknowledged_records_survive_sigkill(server_factory: Any) -> None:
         assert srv.owner()["pid"] == srv.proc.pid, "the restarted server must take over owner.json"
         missing, partial, stored = anyio.run(_check_store, srv.mcp_url, acked_all)
         assert not missing, (
-            f"crash {crash + 1}: {len(missing)} acknowledged requests are missing after restart, e.g. {missing[:5]}")
+            f"crash {crash + 1}: {len(missing)} acknowledged requests are missing after restart, e.g. {missing[:5]}"
+        )
         assert not partial, f"crash {crash + 1}: requests stored in part (marker, rows): {partial[:5]}"
         assert stored >= len(acked_all) * RECORDS_PER_REQUEST

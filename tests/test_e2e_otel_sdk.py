@@ -9,7 +9,6 @@ ERROR, and the failure propagates up to the root. Metrics: a counter, a histogra
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,16 +62,17 @@ class Emitted:
 
 
 def _providers(service: str, version: str, otlp: str) -> tuple[TracerProvider, LoggerProvider, MeterProvider]:
-    resource = Resource.create({"service.name": service, "service.version": version,
-                                "deployment.environment": "test"})
+    resource = Resource.create({"service.name": service, "service.version": version, "deployment.environment": "test"})
     tp = TracerProvider(resource=resource)
     # Traces go gzip-compressed, logs and metrics plain: both paths of the receiver are exercised.
-    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp}/v1/traces",
-                                                              compression=Compression.Gzip)))
+    tp.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp}/v1/traces", compression=Compression.Gzip))
+    )
     lp = LoggerProvider(resource=resource)
     lp.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{otlp}/v1/logs")))
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{otlp}/v1/metrics"),
-                                           export_interval_millis=3_600_000)
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=f"{otlp}/v1/metrics"), export_interval_millis=3_600_000
+    )
     mp = MeterProvider(resource=resource, metric_readers=[reader])
     return tp, lp, mp
 
@@ -97,19 +97,33 @@ def _emit(server: ServerProcess) -> Emitted:
     for i, order in enumerate(("8809", "8810", "8811", "8812")):
         fail = order == "8812"
         t0 = base + i * 5_000 * MS
-        root = c_tracer.start_span("POST /checkout", kind=SpanKind.SERVER, start_time=t0,
-                                   attributes={"http.route": "/checkout", "order.id": order})
+        root = c_tracer.start_span(
+            "POST /checkout",
+            kind=SpanKind.SERVER,
+            start_time=t0,
+            attributes={"http.route": "/checkout", "order.id": order},
+        )
         root_ctx = set_span_in_context(root)
-        c_log.emit(body=f"checkout started for order {order}", severity_number=SeverityNumber.INFO,
-                   severity_text="INFO", context=root_ctx, attributes={"order.id": order})
+        c_log.emit(
+            body=f"checkout started for order {order}",
+            severity_number=SeverityNumber.INFO,
+            severity_text="INFO",
+            context=root_ctx,
+            attributes={"order.id": order},
+        )
         # Payment call: CLIENT in checkout, SERVER in payment, context carried in W3C headers.
         client = c_tracer.start_span("POST /charge", kind=SpanKind.CLIENT, context=root_ctx, start_time=t0 + 10 * MS)
         headers: dict[str, str] = {}
         propagate.inject(headers, context=set_span_in_context(client))
         assert "traceparent" in headers
         remote_ctx = propagate.extract(headers)
-        pay = p_tracer.start_span("POST /charge", kind=SpanKind.SERVER, context=remote_ctx, start_time=t0 + 15 * MS,
-                                  attributes={"http.route": "/charge"})
+        pay = p_tracer.start_span(
+            "POST /charge",
+            kind=SpanKind.SERVER,
+            context=remote_ctx,
+            start_time=t0 + 15 * MS,
+            attributes={"http.route": "/charge"},
+        )
         # Inventory runs in parallel with the payment call and ends long before it: not critical.
         inv = c_tracer.start_span("GET /inventory", kind=SpanKind.CLIENT, context=root_ctx, start_time=t0 + 20 * MS)
         inv.end(end_time=t0 + 60 * MS)
@@ -119,13 +133,23 @@ def _emit(server: ServerProcess) -> Emitted:
             except CardDeclinedError as e:
                 pay.record_exception(e)
                 pay.set_status(Status(StatusCode.ERROR, str(e)))
-            p_log.emit(body=ERROR_LOG, severity_number=SeverityNumber.ERROR, severity_text="ERROR",
-                       context=set_span_in_context(pay), timestamp=t0 + 200 * MS, attributes={"order.id": order})
+            p_log.emit(
+                body=ERROR_LOG,
+                severity_number=SeverityNumber.ERROR,
+                severity_text="ERROR",
+                context=set_span_in_context(pay),
+                timestamp=t0 + 200 * MS,
+                attributes={"order.id": order},
+            )
             client.set_status(Status(StatusCode.ERROR, "payment failed: 402"))
             root.set_status(Status(StatusCode.ERROR, "checkout failed"))
         else:
-            p_log.emit(body=f"payment authorized for order {order}", severity_number=SeverityNumber.INFO,
-                       severity_text="INFO", context=set_span_in_context(pay))
+            p_log.emit(
+                body=f"payment authorized for order {order}",
+                severity_number=SeverityNumber.INFO,
+                severity_text="INFO",
+                context=set_span_in_context(pay),
+            )
         pay.end(end_time=t0 + 245 * MS)
         client.end(end_time=t0 + 250 * MS)
         root.end(end_time=t0 + 300 * MS)
@@ -215,13 +239,21 @@ async def test_search_logs_by_substring_regex_severity_and_trace(client: Any, sh
 
     r = await call_tool(client, "search_logs", {"query": r"order 88(09|10) *$", "regex": True})
     bodies = sorted(log["body"] for log in r.structured_content["logs"])
-    assert bodies == ["checkout started for order 8809", "checkout started for order 8810",
-                      "payment authorized for order 8809", "payment authorized for order 8810"], bodies
+    assert bodies == [
+        "checkout started for order 8809",
+        "checkout started for order 8810",
+        "payment authorized for order 8809",
+        "payment authorized for order 8810",
+    ], bodies
 
     r = await call_tool(client, "search_logs", {"query": "order"})
     by_sev = r.structured_content["by_severity"]
     assert by_sev.get("ERROR") == 1 and by_sev.get("INFO") == 7, by_sev
     assert r.structured_content["total"] == 8
+
+    # LIKE wildcards in the query are literal characters: "881_" matches nothing here.
+    r = await call_tool(client, "search_logs", {"query": "order 881_"})
+    assert r.structured_content["total"] == 0, r.structured_content
 
     r = await call_tool(client, "search_logs", {"min_severity": "error"})
     assert [log["body"] for log in r.structured_content["logs"]] == [ERROR_LOG]
@@ -312,8 +344,9 @@ async def test_query_metrics_rate_p95_and_avg(client: Any) -> None:
     # 30 orders were counted between the two exports: rate x step adds back up to 30.
     assert sum(_values(r)) * sc["step_s"] == pytest.approx(30), r.content[0].text
 
-    r = await call_tool(client, "query_metrics", {"metric": "shop.orders", "group_by": ["outcome"],
-                                                  "aggregation": "increase"})
+    r = await call_tool(
+        client, "query_metrics", {"metric": "shop.orders", "group_by": ["outcome"], "aggregation": "increase"}
+    )
     by_outcome = {s["labels"]["outcome"]: s for s in r.structured_content["series"]}
     assert sum(p["v"] or 0 for p in by_outcome["ok"]["points"]) == pytest.approx(30)
 
@@ -361,8 +394,9 @@ async def test_find_errors_and_get_error_details(client: Any, shop: Emitted) -> 
 
 @pytest.mark.anyio
 async def test_query_sql_reads_rows_and_refuses_writes(client: Any, shop: Emitted) -> None:
-    r = await call_tool(client, "query_sql", {
-        "sql": "SELECT \"ServiceName\", count(*) AS spans FROM otel_traces GROUP BY 1 ORDER BY 1"})
+    r = await call_tool(
+        client, "query_sql", {"sql": 'SELECT "ServiceName", count(*) AS spans FROM otel_traces GROUP BY 1 ORDER BY 1'}
+    )
     sc = r.structured_content
     assert sc["columns"] == ["ServiceName", "spans"]
     assert sc["rows"] == [[CHECKOUT, 12], [PAYMENT, 4]], sc["rows"]
@@ -388,5 +422,5 @@ def test_owner_file_names_the_endpoints(shop: Emitted) -> None:
     owner = shop.server.owner()
     assert owner["mcp_url"] == shop.server.mcp_url
     assert owner["otlp_http"] == shop.server.otlp_url
-    assert re.fullmatch(r"\d+", str(owner["pid"]))
+    assert owner["pid"] == shop.server.proc.pid  # type: ignore[union-attr]
     assert Path(shop.server.data_dir / "obsmcp.duckdb").is_file()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import OBSMCP, REPO, TOOL_NAMES, example_files, run_cli
+from tests.conftest import EXAMPLES_START, OBSMCP, REPO, TOOL_NAMES, example_files, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.inspector]
 
@@ -28,8 +28,10 @@ def inspector() -> str:
             return c
     if shutil.which("node") is None:
         pytest.fail("node is not installed: the MCP Inspector CLI needs Node.js; install it, then run `make test`")
-    pytest.fail(f"the MCP Inspector CLI was not found at {candidates[0]}: run `make test` (scripts/test.sh "
-                "installs it into build/inspector and sets OBSMCP_INSPECTOR)")
+    pytest.fail(
+        f"the MCP Inspector CLI was not found at {candidates[0]}: run `make test` (scripts/test.sh "
+        "installs it into build/inspector and sets OBSMCP_INSPECTOR)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,10 @@ def run_inspector(store: Path, *args: str, era: str | None = None) -> tuple[int,
     try:
         payload = json.loads(out) if out else {}
     except json.JSONDecodeError:
-        pytest.fail(f"the Inspector printed something that is not JSON (rc {p.returncode}):\n{out[:2000]}\n"
-                    f"stderr:\n{p.stderr[-2000:]}")
+        pytest.fail(
+            f"the Inspector printed something that is not JSON (rc {p.returncode}):\n{out[:2000]}\n"
+            f"stderr:\n{p.stderr[-2000:]}"
+        )
     return p.returncode, payload, p.stderr
 
 
@@ -70,8 +74,9 @@ def test_inspector_lists_all_nine_tools(store: Path, era: str | None) -> None:
 
 @pytest.mark.parametrize("era", [None, "auto"], ids=["default-era", "auto-era"])
 def test_inspector_calls_search_logs(store: Path, era: str | None) -> None:
-    rc, payload, err = run_inspector(store, "--method", "tools/call", "--tool-name", "search_logs",
-                                     "--tool-arg", "start=3000d", era=era)
+    rc, payload, err = run_inspector(
+        store, "--method", "tools/call", "--tool-name", "search_logs", "--tool-arg", f"start={EXAMPLES_START}", era=era
+    )
     assert rc == 0, f"mcp-inspector tools/call failed ({rc}): {payload} {err[-2000:]}"
     result = payload["result"]
     assert result["isError"] is False
@@ -82,8 +87,9 @@ def test_inspector_calls_search_logs(store: Path, era: str | None) -> None:
 
 
 def test_inspector_sees_a_tool_error_as_is_error(store: Path) -> None:
-    rc, payload, _ = run_inspector(store, "--method", "tools/call", "--tool-name", "get_trace",
-                                   "--tool-arg", "trace_id=not-a-trace")
+    rc, payload, _ = run_inspector(
+        store, "--method", "tools/call", "--tool-name", "get_trace", "--tool-arg", "trace_id=not-a-trace"
+    )
     # A tool-level error reaches the client as isError with the server's explanation, and the
     # Inspector exits non-zero for it.
     assert rc != 0

@@ -418,6 +418,8 @@ async def _call_tool(
         if not owner or not owner.get("mcp_url"):
             raise _fail(runtime.data_dir_in_use_message(settings, owner)) from None
         target = owner["mcp_url"]
+    # Exits are raised after the client closes: raised inside it, they surface as an ExceptionGroup traceback.
+    failure: typer.Exit | None = None
     try:
         async with Client(target) as client:
             tools = await client.list_tools()
@@ -432,13 +434,17 @@ async def _call_tool(
 
                 close = difflib.get_close_matches(name, names, n=1)
                 hint = f" — did you mean {close[0]}?" if close else ""
-                raise _fail(f"no tool named {name!r}{hint} (obsmcp tool --list)")
-            r = await client.call_tool(name, args)
-            text = "\n".join(getattr(c, "text", "") for c in r.content)
-            return text, r.structured_content, bool(r.is_error)
+                failure = _fail(f"no tool named {name!r}{hint} (obsmcp tool --list)")
+            else:
+                r = await client.call_tool(name, args)
+                text = "\n".join(getattr(c, "text", "") for c in r.content)
+                return text, r.structured_content, bool(r.is_error)
     finally:
         if rt is not None:
             rt.close()
+    if failure is not None:
+        raise failure
+    return None
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -266,27 +267,44 @@ async def bridge_stdio(mcp_url: str) -> None:
     from mcp.client.streamable_http import streamable_http_client
     from mcp.server.stdio import stdio_server
 
-    async with stdio_server() as (s_read, s_write), streamable_http_client(mcp_url) as streams:
-        c_read, c_write = streams[0], streams[1]
-        async with anyio.create_task_group() as tg:
+    async with stdio_server() as (s_read, s_write):
+        try:
+            async with streamable_http_client(mcp_url) as streams:
+                c_read, c_write = streams[0], streams[1]
+                async with anyio.create_task_group() as tg:
 
-            async def upstream() -> None:
-                async for msg in s_read:
-                    if isinstance(msg, Exception):
-                        log.warning("bridge_bad_message", error=str(msg))
-                        continue
-                    await c_write.send(msg)
-                tg.cancel_scope.cancel()
+                    async def upstream() -> None:
+                        async for msg in s_read:
+                            if isinstance(msg, Exception):
+                                log.warning("bridge_bad_message", error=str(msg))
+                                continue
+                            await c_write.send(msg)
+                        tg.cancel_scope.cancel()
 
-            async def downstream() -> None:
-                async for msg in c_read:
-                    if isinstance(msg, Exception):
-                        log.warning("bridge_upstream_error", error=str(msg))
-                        continue
-                    await s_write.send(msg)
+                    async def downstream() -> None:
+                        async for msg in c_read:
+                            if isinstance(msg, Exception):
+                                log.warning("bridge_upstream_error", error=str(msg))
+                                continue
+                            await s_write.send(msg)
 
-            tg.start_soon(upstream)
-            tg.start_soon(downstream)
+                    tg.start_soon(upstream)
+                    tg.start_soon(downstream)
+        except Exception as e:  # the HTTP transport failed: the owning server went away
+            # stdin is read in a thread that cannot be cancelled, so a normal return would wait for the client
+            # forever; exit now so the client sees the connection close instead of a request that never ends.
+            first: BaseException = e
+            while isinstance(first, BaseExceptionGroup) and first.exceptions:
+                first = first.exceptions[0]
+            print(
+                f"obsmcp: lost the obsmcp server that owns the store ({mcp_url}): {first or type(first).__name__}; "
+                "restart the MCP client to reconnect",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(1)
+        # stdin reached EOF (the client is gone): stdio_server only returns once its write stream is closed.
+        await s_write.aclose()
 
 
 async def wait_for_stop_signal() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 
 import duckdb
@@ -32,6 +33,16 @@ def schema_text() -> str:
     return "\n\n".join(parts)
 
 
+# Defense in depth beside the statement-type check: DuckDB classifies `WITH d AS (DELETE ... RETURNING *)
+# SELECT ...` as a SELECT. Words are looked for outside string literals, quoted identifiers and comments.
+_WRITE_WORDS = re.compile(
+    r"\b(insert|update|delete|merge|copy|attach|detach|install|load|pragma|set|reset|call|create|drop|alter|"
+    r"export|import|checkpoint|vacuum|truncate|grant|revoke|use)\b",
+    re.IGNORECASE,
+)
+_LITERALS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
 def _check_read_only(sql: str) -> str:
     text = sql.strip().rstrip(";").strip()
     if not text:
@@ -42,6 +53,11 @@ def _check_read_only(sql: str) -> str:
         raise ToolInputError(f"the SQL does not parse: {str(e).splitlines()[0]}") from None
     if len(statements) != 1:
         raise ToolInputError(f"only one statement is allowed, got {len(statements)}: send them one at a time")
+    word = _WRITE_WORDS.search(_LITERALS.sub(" ", text))
+    if statements[0].type == duckdb.StatementType.SELECT and word:
+        raise ToolInputError(
+            f"query_sql is read-only: {word.group(1).upper()} is not allowed. Write a single SELECT or WITH ... SELECT"
+        )
     if statements[0].type != duckdb.StatementType.SELECT:
         kind = str(statements[0].type).split(".")[-1]
         raise ToolInputError(
