@@ -49,8 +49,9 @@ def test_a_bad_request_fails_alone_and_leaves_nothing_behind(tmp_path: Path) -> 
     writer = StoreWriter(db, batch_rows=10_000, flush_ms=300)
     good = writer.submit(_logs(10, "good"))
     # One request spanning two tables, the second of which fails inside the transaction.
-    spans = decode("traces", traces_request({"svc": [span(b"\x01" * 16, b"\x02" * 8, b"", "op", T0, 5)]}),
-                   "protobuf").tables
+    spans = decode(
+        "traces", traces_request({"svc": [span(b"\x01" * 16, b"\x02" * 8, b"", "op", T0, 5)]}), "protobuf"
+    ).tables
     bad = writer.submit({**spans, "otel_logs": _with_duplicate_attribute_keys(_logs(5, "bad")["otel_logs"])})
     also_good = writer.submit(_logs(7, "later"))
     good.result(timeout=30)
@@ -122,10 +123,17 @@ def test_trace_lookup_table_is_filled_by_the_writer(tmp_path: Path) -> None:
     writer = StoreWriter(db)
     rng = random.Random(1)
     tid = rng.randbytes(16)
-    req = traces_request({"a": [span(tid, rng.randbytes(8), b"", "root", T0, 100),
-                                span(tid, rng.randbytes(8), b"", "other", T0 + 10**9, 5)]})
+    req = traces_request(
+        {
+            "a": [
+                span(tid, rng.randbytes(8), b"", "root", T0, 100),
+                span(tid, rng.randbytes(8), b"", "other", T0 + 10**9, 5),
+            ]
+        }
+    )
     writer.write(decode("traces", req, "protobuf").tables)
-    _, rows = db.query('SELECT epoch_ns("Start"), epoch_ns("End") FROM otel_traces_trace_id_ts WHERE "TraceId" = ?',
-                       [tid.hex()])
+    _, rows = db.query(
+        'SELECT epoch_ns("Start"), epoch_ns("End") FROM otel_traces_trace_id_ts WHERE "TraceId" = ?', [tid.hex()]
+    )
     assert rows == [(T0, T0 + 10**9)]
     writer.close()

@@ -43,8 +43,18 @@ async def store(tmp_path: Path) -> AsyncIterator[Runtime]:
     root = rng.randbytes(8)
     spans = [span(tid, root, b"", "GET /orders", T0, 600, kind=2)]
     for i in range(500):
-        spans.append(span(tid, rng.randbytes(8), root, "SELECT orders", T0 + i * MS, 1.0, kind=3,
-                          error="db timeout after 1000ms" if i == 250 else None))
+        spans.append(
+            span(
+                tid,
+                rng.randbytes(8),
+                root,
+                "SELECT orders",
+                T0 + i * MS,
+                1.0,
+                kind=3,
+                error="db timeout after 1000ms" if i == 250 else None,
+            )
+        )
     await rt.receiver.ingest("traces", traces_request({"orders-service": spans}), "protobuf")
     await rt.receiver.ingest("metrics", _metrics(), "protobuf")
     rt.ctx.huge_trace_id = tid.hex()  # type: ignore[attr-defined]
@@ -57,19 +67,43 @@ def _metrics() -> bytes:
     counter_points, hist_points = [], []
     for i in range(11):
         t = T0 + i * 60 * 10**9
-        counter_points.append(metrics_pb2.NumberDataPoint(
-            start_time_unix_nano=T0, time_unix_nano=t, as_int=600 * i))
+        counter_points.append(metrics_pb2.NumberDataPoint(start_time_unix_nano=T0, time_unix_nano=t, as_int=600 * i))
         # Each minute adds 100 observations: 90 in (0, 0.1], 10 in (0.1, 1].
-        hist_points.append(metrics_pb2.HistogramDataPoint(
-            start_time_unix_nano=T0, time_unix_nano=t, count=100 * i, sum=14.5 * i,
-            bucket_counts=[90 * i, 10 * i, 0], explicit_bounds=[0.1, 1.0]))
-    req = metrics_service_pb2.ExportMetricsServiceRequest(resource_metrics=[metrics_pb2.ResourceMetrics(
-        resource=resource("checkout-service"), scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[
-            metrics_pb2.Metric(name="http.server.requests", unit="1", sum=metrics_pb2.Sum(
-                data_points=counter_points, aggregation_temporality=2, is_monotonic=True)),
-            metrics_pb2.Metric(name="http.server.request.duration", unit="s", histogram=metrics_pb2.Histogram(
-                data_points=hist_points, aggregation_temporality=2)),
-        ])])])
+        hist_points.append(
+            metrics_pb2.HistogramDataPoint(
+                start_time_unix_nano=T0,
+                time_unix_nano=t,
+                count=100 * i,
+                sum=14.5 * i,
+                bucket_counts=[90 * i, 10 * i, 0],
+                explicit_bounds=[0.1, 1.0],
+            )
+        )
+    req = metrics_service_pb2.ExportMetricsServiceRequest(
+        resource_metrics=[
+            metrics_pb2.ResourceMetrics(
+                resource=resource("checkout-service"),
+                scope_metrics=[
+                    metrics_pb2.ScopeMetrics(
+                        metrics=[
+                            metrics_pb2.Metric(
+                                name="http.server.requests",
+                                unit="1",
+                                sum=metrics_pb2.Sum(
+                                    data_points=counter_points, aggregation_temporality=2, is_monotonic=True
+                                ),
+                            ),
+                            metrics_pb2.Metric(
+                                name="http.server.request.duration",
+                                unit="s",
+                                histogram=metrics_pb2.Histogram(data_points=hist_points, aggregation_temporality=2),
+                            ),
+                        ]
+                    )
+                ],
+            )
+        ]
+    )
     return bytes(req.SerializeToString())
 
 
@@ -121,12 +155,26 @@ async def test_huge_trace_folds_repeated_siblings_with_counts(store: Runtime) ->
 
 @pytest.mark.anyio
 async def test_query_metrics_computes_counter_rates_and_histogram_percentiles(store: Runtime) -> None:
-    _, rate = await _call(store, "query_metrics", metric="http.server.requests", aggregation="rate", step="1m",
-                          start=format_ns(T0), end=format_ns(T0 + 600 * 10**9))
+    _, rate = await _call(
+        store,
+        "query_metrics",
+        metric="http.server.requests",
+        aggregation="rate",
+        step="1m",
+        start=format_ns(T0),
+        end=format_ns(T0 + 600 * 10**9),
+    )
     values = [p["v"] for p in rate["series"][0]["points"] if p["v"] is not None]
     assert values and all(v == pytest.approx(10.0) for v in values)
-    _, p95 = await _call(store, "query_metrics", metric="http.server.request.duration", aggregation="p95",
-                         step="5m", start=format_ns(T0), end=format_ns(T0 + 600 * 10**9))
+    _, p95 = await _call(
+        store,
+        "query_metrics",
+        metric="http.server.request.duration",
+        aggregation="p95",
+        step="5m",
+        start=format_ns(T0),
+        end=format_ns(T0 + 600 * 10**9),
+    )
     vals = [p["v"] for p in p95["series"][0]["points"] if p["v"] is not None]
     # 95th of 100 observations falls in (0.1, 1] at rank 95: 0.1 + 0.9 * (95 - 90) / 10 = 0.55
     assert vals and all(v == pytest.approx(0.55) for v in vals)
@@ -139,8 +187,13 @@ async def test_structured_content_matches_the_published_output_schema(store: Run
     async with Client(store.mcp) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert len(tools) == 9
-        for name, args in [("list_services", RANGE), ("search_logs", RANGE), ("find_errors", RANGE),
-                           ("list_metrics", {}), ("search_traces", RANGE)]:
+        for name, args in [
+            ("list_services", RANGE),
+            ("search_logs", RANGE),
+            ("find_errors", RANGE),
+            ("list_metrics", {}),
+            ("search_traces", RANGE),
+        ]:
             t = tools[name]
             assert t.annotations is not None and t.annotations.read_only_hint is True
             assert t.output_schema is not None

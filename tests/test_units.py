@@ -41,7 +41,7 @@ def test_loose_service_names_resolve() -> None:
 def test_unknown_and_ambiguous_services_suggest_names() -> None:
     with pytest.raises(ServiceNotFoundError, match="did you mean cart-service"):
         resolve_service("crt-service", SERVICES)
-    with pytest.raises(AmbiguousServiceError, match="cart-service.*catalog-service|catalog-service.*cart-service"):
+    with pytest.raises(AmbiguousServiceError, match=r"cart-service.*catalog-service|catalog-service.*cart-service"):
         resolve_service("ca", SERVICES)
 
 

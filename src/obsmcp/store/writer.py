@@ -228,7 +228,7 @@ class StoreWriter:
                     cur.execute(
                         f"INSERT INTO {schema.TRACE_ID_TS.name} "
                         f'SELECT "TraceId", min("Timestamp"), max("Timestamp") FROM {view} '
-                        "WHERE \"TraceId\" <> '' GROUP BY \"TraceId\""
+                        'WHERE "TraceId" <> \'\' GROUP BY "TraceId"'
                     )
             cur.execute("COMMIT")
         except Exception:

@@ -96,7 +96,7 @@ def search_logs(
     rows = rows[:limit]
     if offset == 0 and not has_more_rows:
         # The page holds every match: count it directly, no second scan.
-        by_severity = {}
+        by_severity: dict[str, int] = {}
         for r in rows:
             key = str(r[1] or "UNSET")
             by_severity[key] = by_severity.get(key, 0) + 1
