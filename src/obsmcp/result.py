@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
+from obsmcp.timerange import TimeRange, resolve_range
+
 T = TypeVar("T")
 
 UNTRUSTED_NOTE = (
@@ -171,14 +173,28 @@ def redact(text: str) -> str:
 # -- budgets -----------------------------------------------------------------------------------------
 
 
-def fit_rows(rows: Sequence[T], render: Callable[[T], str], budget_tokens: int, overhead_tokens: int = 0) -> int:
-    """How many leading rows fit in the budget once rendered (at least one if any exist)."""
+def within_budget(
+    items: Sequence[T], cost: Callable[[T], int], budget_tokens: int, overhead_tokens: int = 0
+) -> list[T]:
+    """The leading items whose rendered cost fits the budget (always at least one, so an answer is never empty
+    when something matched). Callers report the cut in `truncated`/`notes`."""
     used = overhead_tokens
-    for i, row in enumerate(rows):
-        used += estimate_tokens(render(row)) + 1
-        if used > budget_tokens:
-            return max(1, i) if i == 0 else i
-    return len(rows)
+    kept: list[T] = []
+    for item in items:
+        c = cost(item)
+        if kept and used + c > budget_tokens:
+            break
+        used += c
+        kept.append(item)
+    return kept
+
+
+def page_start(cursor: str | None, fp: str, start: str | None, end: str | None) -> tuple[int, TimeRange]:
+    """(offset, time range) of the page asked for: from the cursor, which pins the range, or the first page."""
+    if cursor:
+        offset, start_ns, end_ns = decode_cursor(cursor, fp)
+        return offset, TimeRange(start_ns, end_ns)
+    return 0, resolve_range(start, end)
 
 
 def tool_result(model: BaseModel, text: str) -> CallToolResult:

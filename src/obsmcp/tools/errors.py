@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub
+from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub, within_budget
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
@@ -221,14 +221,7 @@ def find_errors(
     out.sort(key=key, reverse=sort != "count")
     total = len(out)
     budget = ctx.budget(max_tokens)
-    used = 100
-    kept: list[ErrorGroup] = []
-    for g in out[:limit]:
-        cost = estimate_tokens(_group_line(g)) + 10
-        if kept and used + cost > budget:
-            break
-        used += cost
-        kept.append(g)
+    kept = within_budget(out[:limit], lambda g: estimate_tokens(_group_line(g)) + 10, budget, 100)
     if len(kept) < min(limit, total):
         notes.append(f"cut to {len(kept)} groups to fit ~{budget} tokens; filter by service or raise max_tokens")
     res = FindErrorsResult(

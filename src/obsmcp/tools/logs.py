@@ -11,14 +11,15 @@ from obsmcp.result import (
     UNTRUSTED_NOTE,
     Fence,
     ListResult,
-    decode_cursor,
     encode_cursor,
     estimate_tokens,
     fingerprint,
+    page_start,
     scrub,
+    within_budget,
 )
 from obsmcp.store.where import Where, col
-from obsmcp.timerange import TimeRange, format_ns, resolve_range
+from obsmcp.timerange import TimeRange, format_ns
 from obsmcp.tools.context import ToolContext, ToolInputError, severity_floor
 
 BODY_CHARS = 300
@@ -64,11 +65,7 @@ def search_logs(
     svc = ctx.resolve(service)
     floor = severity_floor(min_severity)
     fp = fingerprint("search_logs", query, svc, floor, attributes, trace_id, regex, start, end, limit)
-    if cursor:
-        offset, start_ns, end_ns = decode_cursor(cursor, fp)
-        tr = TimeRange(start_ns, end_ns)
-    else:
-        offset, tr = 0, resolve_range(start, end)
+    offset, tr = page_start(cursor, fp, start, end)
 
     where = Where(ctx.dialect).time("Timestamp", tr.start_ns, tr.end_ns)
     if svc:
@@ -112,25 +109,20 @@ def search_logs(
     budget = ctx.budget(max_tokens)
     header_tokens = 120
     notes: list[str] = []
-    kept = records
-    used = header_tokens
-    fitted: list[LogRecord] = []
-    for rec in kept:
-        cost = estimate_tokens(_line(rec)) + estimate_tokens(str(rec.attributes)) // 2 + 8
-        if fitted and used + cost > budget:
-            break
-        used += cost
-        fitted.append(rec)
+    fitted = within_budget(records, lambda r: _cost(r, with_attributes=True), budget, header_tokens)
+    if len(fitted) < len(records):
+        # Degrade detail before rows: without attributes, more records fit.
+        bare = within_budget(records, lambda r: _cost(r, with_attributes=False), budget, header_tokens)
+        if len(bare) > len(fitted) and any(r.attributes for r in bare):
+            for rec in bare:
+                rec.attributes = {}
+            fitted = bare
+            notes.append("attributes omitted so more records fit; filter by trace_id or attributes for detail")
     if len(fitted) < len(records):
         notes.append(
             f"answer cut to {len(fitted)} of the {len(records)} requested rows to stay within "
             f"~{budget} tokens; use next_cursor, a narrower query, or max_tokens for more"
         )
-    # Attributes are dropped first when space is tight (rows -> sampled detail).
-    if used > budget * 0.8:
-        for rec in fitted:
-            rec.attributes = {}
-        notes.append("attributes omitted to save space; filter by trace_id or attributes for detail")
 
     next_offset = offset + len(fitted)
     more = has_more_rows or len(fitted) < len(records)
@@ -207,6 +199,11 @@ def _record(row: tuple[Any, ...], redact: bool) -> LogRecord:
         span_id=span_id or None,
         attributes={str(k): scrub(str(v), redact_secrets=redact, max_chars=120) for k, v in dict(attrs or {}).items()},
     )
+
+
+def _cost(rec: LogRecord, *, with_attributes: bool) -> int:
+    attrs = sum(len(k) + len(v) + 3 for k, v in rec.attributes.items()) if with_attributes else 0
+    return estimate_tokens(_line(rec)) + (attrs + 3) // 4 + 2
 
 
 def _line(rec: LogRecord) -> str:

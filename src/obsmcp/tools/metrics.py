@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from obsmcp.result import ListResult, estimate_tokens
+from obsmcp.result import ListResult, estimate_tokens, within_budget
 from obsmcp.store.schema import METRIC_TABLES
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import format_ns, resolve_range
@@ -65,14 +65,7 @@ def list_metrics(
             )
     infos.sort(key=lambda m: m.name)
     budget = ctx.budget(max_tokens)
-    used = 60
-    kept: list[MetricInfo] = []
-    for m in infos:
-        cost = estimate_tokens(_metric_line(m))
-        if kept and used + cost > budget:
-            break
-        used += cost
-        kept.append(m)
+    kept = within_budget(infos, lambda m: estimate_tokens(_metric_line(m)), budget, 60)
     notes = []
     if len(kept) < len(infos):
         notes.append(f"{len(infos) - len(kept)} more metrics not shown: narrow with filter= or service=")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from obsmcp.result import ListResult, estimate_tokens
+from obsmcp.result import ListResult, estimate_tokens, within_budget
 from obsmcp.store.schema import METRIC_TABLES
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import format_duration, format_ns, resolve_range
@@ -100,14 +100,7 @@ def list_services(
 
     services = sorted(by.values(), key=lambda s: (-s.error_rate, -s.requests, s.service))
     budget = ctx.budget(max_tokens)
-    used = 120
-    kept: list[ServiceInfo] = []
-    for s in services:
-        cost = estimate_tokens(_line(s))
-        if kept and used + cost > budget:
-            break
-        used += cost
-        kept.append(s)
+    kept = within_budget(services, lambda s: estimate_tokens(_line(s)), budget, 120)
     notes = []
     if len(kept) < len(services):
         notes.append(f"{len(services) - len(kept)} services not shown to fit ~{budget} tokens")

@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 from pydantic import Field
 
-from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub
+from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub, within_budget
 from obsmcp.store.schema import META_DDL, TELEMETRY_TABLES
 from obsmcp.tools.context import ToolContext, ToolInputError
 
@@ -93,14 +93,9 @@ def query_sql(
     redact = ctx.settings.redact_secrets
     table = [[_cell(v, redact) for v in r] for r in rows]
     budget = ctx.budget(max_tokens)
-    used = 60 + estimate_tokens(" | ".join(cols))
-    kept: list[list[Any]] = []
-    for r in table:
-        cost = estimate_tokens(" | ".join(map(str, r))) + 1
-        if kept and used + cost > budget:
-            break
-        used += cost
-        kept.append(r)
+    kept = within_budget(
+        table, lambda r: estimate_tokens(" | ".join(map(str, r))) + 1, budget, 60 + estimate_tokens(" | ".join(cols))
+    )
     notes = []
     if more:
         notes.append(f"more than {limit} rows: add ORDER BY/LIMIT/aggregation, or raise limit")

@@ -12,14 +12,15 @@ from obsmcp.result import (
     UNTRUSTED_NOTE,
     Fence,
     ListResult,
-    decode_cursor,
     encode_cursor,
     estimate_tokens,
     fingerprint,
+    page_start,
     scrub,
+    within_budget,
 )
 from obsmcp.store.where import Where, col
-from obsmcp.timerange import TimeRange, format_duration, format_ns, resolve_range
+from obsmcp.timerange import TimeRange, format_duration, format_ns
 from obsmcp.tools.context import ToolContext, ToolInputError
 
 MAX_LIMIT = 200
@@ -79,11 +80,7 @@ def search_traces(
         end,
         limit,
     )
-    if cursor:
-        offset, s_ns, e_ns = decode_cursor(cursor, fp)
-        tr = TimeRange(s_ns, e_ns)
-    else:
-        offset, tr = 0, resolve_range(start, end)
+    offset, tr = page_start(cursor, fp, start, end)
 
     where = Where(ctx.dialect).time("Timestamp", tr.start_ns, tr.end_ns)
     if svc:
@@ -110,14 +107,7 @@ def search_traces(
     summaries = _summaries(ctx, ids, tr)
 
     budget = ctx.budget(max_tokens)
-    used = 80
-    kept: list[TraceSummary] = []
-    for s in summaries:
-        cost = estimate_tokens(_trace_line(s)) + 10
-        if kept and used + cost > budget:
-            break
-        used += cost
-        kept.append(s)
+    kept = within_budget(summaries, lambda s: estimate_tokens(_trace_line(s)) + 10, budget, 80)
     notes = []
     if len(kept) < len(summaries):
         notes.append(f"cut to {len(kept)} of {len(summaries)} traces to fit ~{budget} tokens; use next_cursor")
