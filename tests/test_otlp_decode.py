@@ -88,7 +88,16 @@ def plain(table: pa.Table) -> list[dict[str, Any]]:
         elif pa.types.is_list(field.type) and pa.types.is_timestamp(field.type.value_type):
             column = column.cast(pa.list_(pa.int64()))
         columns.append(column)
-    return pa.Table.from_arrays(columns, names=table.column_names).to_pylist()  # type: ignore[no-any-return]
+    out: list[dict[str, Any]] = pa.Table.from_arrays(columns, names=table.column_names).to_pylist()
+    # Attribute columns are lists of {key, value} structs: give them as (key, value) pairs, ready for dict().
+    pairs = [f.name for f in table.schema if f.type == schema.ATTRIBUTES]
+    nested = [f.name for f in table.schema if f.type == pa.list_(schema.ATTRIBUTES)]
+    for row in out:
+        for name in pairs:
+            row[name] = [(kv["key"], kv["value"]) for kv in row[name]]
+        for name in nested:
+            row[name] = [[(kv["key"], kv["value"]) for kv in attrs] for attrs in row[name]]
+    return out
 
 
 def rows(batch: DecodedBatch, table: str) -> list[dict[str, Any]]:

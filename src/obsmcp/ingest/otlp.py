@@ -109,7 +109,7 @@ def _to_table(table: schema.Table, rows: list[Row]) -> pa.Table:
 
 
 def _column(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
-    if pa.types.is_map(arrow_type):
+    if arrow_type == schema.ATTRIBUTES:
         return _map_column(values, arrow_type)
     if pa.types.is_list(arrow_type):
         return _list_column(values, arrow_type)
@@ -134,7 +134,8 @@ def _map_array(dicts: Sequence[dict[str, str]], arrow_type: pa.DataType) -> pa.A
     # lists of (key, value) items.
     keys = pa.array(list(chain.from_iterable(dicts)), pa.string())
     items = pa.array(list(chain.from_iterable(map(dict.values, dicts))), pa.string())
-    return pa.MapArray.from_arrays(_offsets(dicts), keys, items, type=arrow_type)
+    entries = pa.StructArray.from_arrays([keys, items], fields=list(arrow_type.value_type))
+    return pa.ListArray.from_arrays(_offsets(dicts), entries, type=arrow_type)
 
 
 def _list_column(lists: Sequence[Sequence[Any]], arrow_type: pa.DataType) -> pa.Array:

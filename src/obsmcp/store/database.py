@@ -63,8 +63,15 @@ class Database:
                 f"the store at {self.path} has schema version {row[0]}, newer than this obsmcp understands "
                 f"({schema.SCHEMA_VERSION}): upgrade obsmcp, or point --data-dir elsewhere"
             )
+        if row is not None and int(row[0]) < schema.SCHEMA_VERSION:
+            raise StoreError(
+                f"the store at {self.path} has schema version {row[0]} from an earlier obsmcp; this version "
+                f"uses {schema.SCHEMA_VERSION} and cannot migrate it: move it aside or point --data-dir elsewhere"
+            )
         for table in schema.TELEMETRY_TABLES:
             con.execute(table.ddl())
+        for macro in schema.MACROS_DDL:
+            con.execute(macro)
         con.execute("INSERT OR REPLACE INTO obsmcp_meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)])
 
     def cursor(self) -> duckdb.DuckDBPyConnection:

@@ -31,8 +31,12 @@ class Dialect:
         step_ns = step_s * 1_000_000_000
         return f"({self.epoch_ns(col)} // {step_ns}) * {step_ns}"
 
-    def map_keys(self, col: str) -> str:
-        return f"map_keys({col})" if self.name == "duckdb" else f"mapKeys({col})"
+    def attr(self, col: str, key_sql: str) -> str:
+        """The value of attribute key_sql (a literal or ?) in an attribute column, NULL when absent."""
+        return f"attr({col}, {key_sql})" if self.name == "duckdb" else f"{col}[{key_sql}]"
+
+    def attr_keys(self, col: str) -> str:
+        return f"attr_keys({col})" if self.name == "duckdb" else f"mapKeys({col})"
 
     def regex_match(self, col: str) -> str:
         """col matches the bound regex parameter."""

@@ -30,7 +30,7 @@ class Where:
 
     def attribute(self, maps: tuple[str, ...], key: str, value: str) -> Where:
         """Any of the given Map columns has key == value."""
-        ors = " OR ".join(f'"{m}"[?] = ?' for m in maps)
+        ors = " OR ".join(f"{self.dialect.attr(col(m), '?')} = ?" for m in maps)
         params: list[Any] = []
         for _ in maps:
             params.extend([key, value])

@@ -17,11 +17,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub, within_budget
+from obsmcp.store.schema import attributes_dict
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
 
 SCAN_CAP = 100_000
+VERSION_KEY = "'service.version'"
 _NORMALIZERS = [
     (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>"),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>"),
@@ -88,13 +90,13 @@ def _scan(ctx: ToolContext, tr: TimeRange, service: str | None) -> tuple[list[Oc
     _, spans = ctx.db.query(
         f'SELECT "ServiceName", {d.epoch_ns(col("Timestamp"))}, "TraceId", "SpanName", '
         '"StatusMessage", "Events.Name", "Events.Attributes", "SpanAttributes", '
-        "\"ResourceAttributes\"['service.version'] "
+        f"{d.attr(col('ResourceAttributes'), VERSION_KEY)} "
         f'FROM otel_traces WHERE {span_where.sql()} ORDER BY "Timestamp" DESC LIMIT {SCAN_CAP}',
         span_where.params,
     )
     _, logs = ctx.db.query(
         f'SELECT "ServiceName", {d.epoch_ns(col("Timestamp"))}, "TraceId", "Body", '
-        '"LogAttributes", "ResourceAttributes"[\'service.version\'] '
+        f'"LogAttributes", {d.attr(col("ResourceAttributes"), VERSION_KEY)} '
         f'FROM otel_logs WHERE {log_where.sql()} ORDER BY "Timestamp" DESC LIMIT {SCAN_CAP}',
         log_where.params,
     )
@@ -105,13 +107,13 @@ def _scan(ctx: ToolContext, tr: TimeRange, service: str | None) -> tuple[list[Oc
         )
     out: list[Occurrence] = []
     for svc, t, tid, op, smsg, ev_names, ev_attrs, attrs, version in spans:
-        a = {str(k): str(v) for k, v in dict(attrs or {}).items()}
+        a = attributes_dict(attrs)
         if version:
             a["service.version"] = str(version)
         exc = None
         for n, ea in zip(ev_names or [], ev_attrs or [], strict=False):
             if n == "exception":
-                exc = dict(ea or {})
+                exc = attributes_dict(ea)
                 break
         if exc is not None:
             st = str(exc.get("exception.stacktrace", ""))
@@ -134,7 +136,7 @@ def _scan(ctx: ToolContext, tr: TimeRange, service: str | None) -> tuple[list[Oc
             message = str(smsg) if smsg else (f"HTTP {http_status}" if http_status else "error status")
             out.append(Occurrence("span", str(svc), int(t), str(tid), "", message, "", "", str(op), a))
     for svc, t, tid, body, attrs, version in logs:
-        a = {str(k): str(v) for k, v in dict(attrs or {}).items()}
+        a = attributes_dict(attrs)
         if version:
             a["service.version"] = str(version)
         st = a.get("exception.stacktrace", "")

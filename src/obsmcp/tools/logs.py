@@ -18,6 +18,7 @@ from obsmcp.result import (
     scrub,
     within_budget,
 )
+from obsmcp.store.schema import attributes_dict
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_ns
 from obsmcp.tools.context import ToolContext, ToolInputError, severity_floor
@@ -197,7 +198,9 @@ def _record(row: tuple[Any, ...], redact: bool) -> LogRecord:
         body=scrub(str(body), redact_secrets=redact, max_chars=BODY_CHARS),
         trace_id=trace_id or None,
         span_id=span_id or None,
-        attributes={str(k): scrub(str(v), redact_secrets=redact, max_chars=120) for k, v in dict(attrs or {}).items()},
+        attributes={
+            str(k): scrub(str(v), redact_secrets=redact, max_chars=120) for k, v in attributes_dict(attrs).items()
+        },
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from obsmcp.result import ListResult, estimate_tokens, within_budget
-from obsmcp.store.schema import METRIC_TABLES
+from obsmcp.store.schema import METRIC_TABLES, attributes_dict
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
@@ -48,7 +48,7 @@ def list_metrics(
             f'SELECT "MetricName", {d.any_value(col("MetricUnit"))}, '
             f"{d.any_value(col('MetricDescription'))}, "
             f"{d.list_distinct_agg(col('ServiceName'), 20)}, "
-            f"list_slice(list_sort(list_distinct(flatten(list(DISTINCT {d.map_keys(col('Attributes'))})))), 1, 20) "
+            f"list_slice(list_sort(list_distinct(flatten(list(DISTINCT {d.attr_keys(col('Attributes'))})))), 1, 20) "
             f"FROM {table.name} WHERE {where.sql()} GROUP BY 1 ORDER BY 1",
             where.params,
         )
@@ -180,7 +180,7 @@ def query_metrics(
     # Raw series identity = service + all attributes; output series = the group_by projection.
     raw: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
     for r in rows:
-        attrs = dict(r[1] or {})
+        attrs = attributes_dict(r[1])
         raw[(r[0], tuple(sorted(attrs.items())))].append(r)
     grouped: dict[tuple[tuple[str, str], ...], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     hist_acc: dict[tuple[tuple[str, str], ...], dict[int, list[Any]]] = defaultdict(dict)

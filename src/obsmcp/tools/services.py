@@ -11,7 +11,7 @@ from obsmcp.timerange import format_duration, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext
 
 TS = '"Timestamp"'
-VERSION_KEY = "['service.version']"
+VERSION_KEY = "'service.version'"
 
 
 class ServiceInfo(BaseModel):
@@ -63,7 +63,7 @@ def list_services(
         f"{d.quantile(col('Duration'), 0.95)} FILTER (WHERE {entry}), "
         f"{d.quantile(col('Duration'), 0.99)} FILTER (WHERE {entry}), "
         f"{d.epoch_ns('min(' + TS + ')')}, {d.epoch_ns('max(' + TS + ')')}, "
-        f"{d.list_distinct_agg(col('ResourceAttributes') + VERSION_KEY, 5)} "
+        f"{d.list_distinct_agg(d.attr(col('ResourceAttributes'), VERSION_KEY), 5)} "
         f"FROM otel_traces WHERE {w.sql()} GROUP BY 1",
         w.params,
     )

@@ -11,7 +11,7 @@ import duckdb
 from pydantic import Field
 
 from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub, within_budget
-from obsmcp.store.schema import META_DDL, TELEMETRY_TABLES
+from obsmcp.store.schema import MACROS_DDL, META_DDL, TELEMETRY_TABLES
 from obsmcp.tools.context import ToolContext, ToolInputError
 
 
@@ -25,11 +25,13 @@ def schema_text() -> str:
     parts = [
         "-- obsmcp store (DuckDB). Tables use the OpenTelemetry Collector ClickHouse exporter's names.",
         "-- Times are TIMESTAMP_NS in UTC; Duration is in nanoseconds; SpanKind is Server/Client/Internal/...;",
-        "-- StatusCode is Ok/Error/Unset; maps are MAP(VARCHAR, VARCHAR): SpanAttributes['http.route'].",
+        "-- StatusCode is Ok/Error/Unset. Attribute columns are lists of {key, value} structs (the exporter's Map):",
+        "--   attr(\"SpanAttributes\", 'http.route') reads one value, attr_keys(\"SpanAttributes\") lists the keys.",
         '-- Quote dotted columns: "Events.Name". Only SELECT/WITH is allowed.',
     ]
     parts += [t.ddl() + ";" for t in TELEMETRY_TABLES]
     parts.append(META_DDL + ";")
+    parts += [m + ";" for m in MACROS_DDL]
     return "\n\n".join(parts)
 
 

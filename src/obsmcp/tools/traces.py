@@ -19,6 +19,7 @@ from obsmcp.result import (
     scrub,
     within_budget,
 )
+from obsmcp.store.schema import attributes_dict
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_duration, format_ns
 from obsmcp.tools.context import ToolContext, ToolInputError
@@ -246,7 +247,7 @@ def _load_trace(ctx: ToolContext, tid: str) -> list[Span]:
     spans = []
     for sid, pid, svc, name, kind, t0, dur, status, msg, attrs, ev_t, ev_n, ev_a in rows:
         events = [
-            SpanEvent(int(t), str(n), {str(k): str(v) for k, v in dict(a or {}).items()})
+            SpanEvent(int(t), str(n), attributes_dict(a))
             for t, n, a in zip(ev_t or [], ev_n or [], ev_a or [], strict=False)
         ]
         spans.append(
@@ -261,7 +262,7 @@ def _load_trace(ctx: ToolContext, tid: str) -> list[Span]:
                 int(dur),
                 str(status),
                 str(msg or ""),
-                {str(k): str(v) for k, v in dict(attrs or {}).items()},
+                attributes_dict(attrs),
                 events,
             )
         )
