@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -134,3 +135,31 @@ def test_acknowledged_records_survive_sigkill(server_factory: Any) -> None:
         )
         assert not partial, f"crash {crash + 1}: requests stored in part (marker, rows): {partial[:5]}"
         assert stored >= len(acked_all) * RECORDS_PER_REQUEST
+
+
+def _children(pid: int) -> set[int]:
+    kids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        kids.update(int(k) for k in text)
+    return kids
+
+
+def test_decode_workers_do_not_outlive_a_killed_server(server_factory: Any) -> None:
+    srv = server_factory()
+    assert srv.proc is not None
+    workers = _children(srv.proc.pid)
+    assert workers, "the server decodes OTLP in worker processes"
+    srv.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in _state(w)]
+    assert not alive, f"worker processes {alive} survived their server"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return "X"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,15 @@ class Settings(BaseSettings):
 
     otlp_max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="OTLP body cap after gunzip")
     ingest_queue_max_rows: int = Field(500_000, ge=1000, description="rows waiting to be written before 503")
-    ingest_batch_rows: int = Field(50_000, ge=100, description="rows per group commit")
-    ingest_flush_ms: int = Field(200, ge=1, description="longest wait before a partial batch is committed")
+    # One DuckDB row group: inserts that fill one are written straight to the file instead of via the WAL
+    # (measured: 107k spans/s against 62k at 50k-row batches).
+    ingest_batch_rows: int = Field(122_880, ge=100, description="rows per group commit")
+    ingest_flush_ms: int = Field(250, ge=1, description="longest wait before a partial batch is committed")
+    ingest_decode_processes: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1),
+        ge=0,
+        description="worker processes decoding OTLP (0: decode in the server process)",
+    )
 
     query_timeout_s: float = Field(30.0, gt=0, description="timeout for one query against the store")
     exact_count_max_rows: int = Field(

@@ -72,6 +72,7 @@ class Runtime:
         return cls(settings, db, writer, receiver, ctx, build_server(ctx))
 
     def close(self) -> None:
+        self.receiver.close()
         self.writer.close()
         self.db.close()
         owner = self.settings.data_dir / OWNER_FILE
@@ -229,6 +230,8 @@ async def running(rt: Runtime, *, mcp_http: bool, strict_ports: bool) -> AsyncIt
     stdio servers on this data directory can bridge to this one.
     """
     s = rt.settings
+    if s.otlp_port or s.otlp_grpc_port or mcp_http:
+        await asyncio.to_thread(rt.receiver.start_decode_workers, s.ingest_decode_processes)
     async with contextlib.AsyncExitStack() as stack:
         if mcp_http:
             _check_port_free(s.host, s.port, "MCP HTTP", "--port")

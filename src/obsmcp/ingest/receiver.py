@@ -9,7 +9,16 @@ rows are committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +37,25 @@ class IngestError(Exception):
         self.status = status
         self.message = message
         self.retry_after_s = retry_after_s
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: a worker must not outlive its server, even one killed with SIGKILL."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="obsmcp-parent-watch", daemon=True).start()
+
+
+def _warm_up() -> None:
+    """Runs in each worker once, so the first real request does not pay for imports."""
+    decode("logs", b"", "protobuf")
 
 
 def gunzip_capped(body: bytes, cap: int) -> bytes:
@@ -53,12 +81,39 @@ class IngestStats:
 
 
 class Receiver:
+    """Decodes export requests and hands them to the writer.
+
+    Decoding is CPU-bound Python (about 50-100k spans/s per core), so a running server decodes in worker
+    processes (`start_decode_workers`): threads would share one core through the GIL. Inserting releases
+    the GIL, so the server process keeps a core for HTTP and the writer.
+    """
+
     def __init__(self, writer: StoreWriter, max_body_bytes: int) -> None:
         self.writer = writer
         self.max_body_bytes = max_body_bytes
+        self._pool: ProcessPoolExecutor | None = None
         self.stats = IngestStats(
             accepted={"traces": 0, "logs": 0, "metrics": 0}, rejected={"traces": 0, "logs": 0, "metrics": 0}
         )
+
+    def start_decode_workers(self, processes: int) -> None:
+        """Decode in `processes` worker processes from now on (0: in this process)."""
+        if processes <= 0 or self._pool is not None:
+            return
+        # spawn, not fork: the server already runs threads (DuckDB, the writer), which fork does not copy.
+        self._pool = ProcessPoolExecutor(
+            processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
+        for f in [self._pool.submit(_warm_up) for _ in range(processes)]:
+            f.result(timeout=60)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     async def ingest(self, signal: Signal, body: bytes, encoding: Encoding, content_encoding: str = "") -> DecodedBatch:
         """Decode and commit one export request. Raises IngestError."""
@@ -70,7 +125,11 @@ class Receiver:
         if len(body) > self.max_body_bytes:
             raise IngestError(413, f"the body is larger than {self.max_body_bytes} bytes: send smaller batches")
         try:
-            batch = await asyncio.to_thread(decode, signal, body, encoding)
+            if self._pool is not None:
+                loop = asyncio.get_running_loop()
+                batch = await loop.run_in_executor(self._pool, decode, signal, body, encoding)
+            else:
+                batch = await asyncio.to_thread(decode, signal, body, encoding)
         except OTLPDecodeError as e:
             self.stats.requests_failed += 1
             raise IngestError(400, f"malformed OTLP {signal} ({encoding}): {e}") from None

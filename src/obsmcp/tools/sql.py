@@ -26,7 +26,7 @@ def schema_text() -> str:
         "-- obsmcp store (DuckDB). Tables use the OpenTelemetry Collector ClickHouse exporter's names.",
         "-- Times are TIMESTAMP_NS in UTC; Duration is in nanoseconds; SpanKind is Server/Client/Internal/...;",
         "-- StatusCode is Ok/Error/Unset. Attribute columns are lists of {key, value} structs (the exporter's Map):",
-        "--   attr(\"SpanAttributes\", 'http.route') reads one value, attr_keys(\"SpanAttributes\") lists the keys.",
+        '--   attr("SpanAttributes", \'http.route\') reads one value, attr_keys("SpanAttributes") lists the keys.',
         '-- Quote dotted columns: "Events.Name". Only SELECT/WITH is allowed.',
     ]
     parts += [t.ddl() + ";" for t in TELEMETRY_TABLES]
