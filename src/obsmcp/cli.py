@@ -448,8 +448,10 @@ async def _call_tool(
 
 
 def main() -> None:
+    from obsmcp.store.database import StoreError
+
     try:
         app()
-    except ConfigError as e:
+    except (ConfigError, StoreError) as e:
         typer.echo(f"obsmcp: {e}", err=True)
         sys.exit(2)

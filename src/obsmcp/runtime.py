@@ -231,7 +231,7 @@ async def running(rt: Runtime, *, mcp_http: bool, strict_ports: bool) -> AsyncIt
     """
     s = rt.settings
     if s.otlp_port or s.otlp_grpc_port or mcp_http:
-        await asyncio.to_thread(rt.receiver.start_decode_workers, s.ingest_decode_processes)
+        await rt.receiver.start_decode_workers(s.ingest_decode_processes)
     async with contextlib.AsyncExitStack() as stack:
         if mcp_http:
             _check_port_free(s.host, s.port, "MCP HTTP", "--port")

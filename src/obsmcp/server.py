@@ -70,6 +70,13 @@ async def _run(name: str, fn: Callable[[], tuple[BaseModel, str]]) -> CallToolRe
         raise ToolError(
             f"{name} failed reading the store: {str(e).splitlines()[0]}. Retry, or narrow the query."
         ) from None
+    except Exception as e:
+        # A bug, not bad input: the traceback goes to the server log, the agent gets a short reason.
+        outcome = "error"
+        log.exception("tool_internal_error", tool=name)
+        raise ToolError(
+            f"{name} failed with an internal error ({type(e).__name__}); it is logged on the server"
+        ) from None
     finally:
         log.info("tool_call", tool=name, outcome=outcome, duration_ms=round((time.perf_counter() - t0) * 1000, 1))
 

@@ -96,8 +96,12 @@ class Receiver:
             accepted={"traces": 0, "logs": 0, "metrics": 0}, rejected={"traces": 0, "logs": 0, "metrics": 0}
         )
 
-    def start_decode_workers(self, processes: int) -> None:
-        """Decode in `processes` worker processes from now on (0: in this process)."""
+    async def start_decode_workers(self, processes: int) -> None:
+        """Decode in `processes` worker processes from now on (0: in this process).
+
+        Called on the event loop's thread, which lives as long as the server: the workers are started from
+        the thread that submits to them, and Linux ties PR_SET_PDEATHSIG to the thread that started a child.
+        """
         if processes <= 0 or self._pool is not None:
             return
         # spawn, not fork: the server already runs threads (DuckDB, the writer), which fork does not copy.
@@ -107,8 +111,7 @@ class Receiver:
             initializer=_exit_with_parent,
             initargs=(os.getpid(),),
         )
-        for f in [self._pool.submit(_warm_up) for _ in range(processes)]:
-            f.result(timeout=60)
+        await asyncio.gather(*(asyncio.wrap_future(self._pool.submit(_warm_up)) for _ in range(processes)))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -8,10 +8,8 @@ quoted values with placeholders, so "order 8812 failed" and "order 9123 failed" 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -22,139 +20,92 @@ from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
 
-SCAN_CAP = 100_000
 VERSION_KEY = "'service.version'"
+DETAIL_ROWS = 20_000
+
+# Normalization, as RE2 patterns applied in order inside the engine (DuckDB regexp_replace, ClickHouse
+# replaceRegexpAll), so grouping runs where the data is instead of shipping every error row to Python.
 _NORMALIZERS = [
-    (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>"),
-    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>"),
-    (re.compile(r"\b(?:0x)?[0-9a-fA-F]*\d[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b|\b[0-9a-fA-F]{16,}\b"), "<hex>"),
-    (re.compile(r"'[^']*'"), "'<*>'"),
-    (re.compile(r'"[^"]*"'), '"<*>"'),
-    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
+    (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<uuid>"),
+    (r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b", "<ip>"),
+    (r"\b(?:0x)?[0-9a-fA-F]*\d[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b|\b[0-9a-fA-F]{16,}\b", "<hex>"),
+    (r"'[^']*'", "'<*>'"),
+    (r'"[^"]*"', '"<*>"'),
+    (r"\d+(?:\.\d+)?", "<n>"),
 ]
-_PY_FRAME = re.compile(r'File "([^"]+)", line \d+, in ([\w<>.]+)')
-_JAVA_FRAME = re.compile(r"^\s*at ([\w$.<>/]+)\(([^)]*)\)", re.M)
-_GO_JS_FRAME = re.compile(r"^\s*at (\S+) \(", re.M)
+# Top frame: Python's last `File "...", line N, in f` (most recent call last); Java's and JS's first `at`.
+_PY_FRAME = r'File "(?:[^"]*/)?([^"/]+)", line \d+, in ([\w<>.]+)'
+_JAVA_FRAME = r"(?m)^\s*at ([\w$.<>/]+)\("
+_JS_FRAME = r"(?m)^\s*at (\S+) \("
 
 
-def normalize_message(text: str) -> str:
-    s = text.strip().splitlines()[0] if text.strip() else ""
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _normalized(expr: str) -> str:
+    out = f"trim(split_part(trim({expr}), chr(10), 1))"
     for pattern, repl in _NORMALIZERS:
-        s = pattern.sub(repl, s)
-    return s[:200]
+        out = f"regexp_replace({out}, {_lit(pattern)}, {_lit(repl)}, 'g')"
+    return f"substr({out}, 1, 200)"
 
 
-def top_frame(stacktrace: str) -> str:
-    """The frame where the exception was raised: Python's last frame, Java's/JS's first."""
-    py = _PY_FRAME.findall(stacktrace)
-    if py:
-        path, func = py[-1]
-        return f"{path.rsplit('/', 1)[-1]} in {func}"
-    m = _JAVA_FRAME.search(stacktrace) or _GO_JS_FRAME.search(stacktrace)
-    return m.group(1) if m else ""
+def _frame(expr: str) -> str:
+    py_last = f"list_last(regexp_extract_all({expr}, {_lit(_PY_FRAME)}, 0))"
+    return (
+        f"CASE WHEN {expr} = '' THEN '' "
+        f"WHEN regexp_matches({expr}, {_lit(_PY_FRAME)}) THEN regexp_extract({py_last}, {_lit(_PY_FRAME)}, 1) "
+        f"|| ' in ' || regexp_extract({py_last}, {_lit(_PY_FRAME)}, 2) "
+        f"ELSE coalesce(nullif(regexp_extract({expr}, {_lit(_JAVA_FRAME)}, 1), ''), "
+        f"regexp_extract({expr}, {_lit(_JS_FRAME)}, 1)) END"
+    )
 
 
-@dataclass
-class Occurrence:
-    kind: str  # "exception" | "span" | "log"
-    service: str
-    time_ns: int
-    trace_id: str
-    error_type: str
-    message: str
-    stacktrace: str
-    frame: str
-    operation: str
-    attributes: dict[str, str] = field(default_factory=dict)
+def _occurrences(ctx: ToolContext, tr: TimeRange, service: str | None) -> tuple[str, list[Any]]:
+    """A WITH query whose `keyed` relation has one row per error occurrence and its group id `gid`.
 
-    @property
-    def group_key(self) -> str:
-        if self.kind == "exception":
-            key = f"exception|{self.error_type}|{normalize_message(self.message)}|{self.frame}"
-        elif self.kind == "span":
-            # Status-only errors carry little text: the service and operation are what tell them apart.
-            key = f"span|{self.service}|{self.operation}|{normalize_message(self.message)}"
-        else:
-            key = f"log|{self.error_type}|{normalize_message(self.message)}"
-        return hashlib.sha1(key.encode()).hexdigest()[:12]
-
-
-def _scan(ctx: ToolContext, tr: TimeRange, service: str | None) -> tuple[list[Occurrence], list[str]]:
+    Occurrences: error spans (kind 'exception' when they carry an exception event, else 'span') and
+    error-level log records (kind 'log').
+    """
     d = ctx.dialect
-    notes: list[str] = []
     span_where = Where(d).time("Timestamp", tr.start_ns, tr.end_ns).add("\"StatusCode\" = 'Error'")
     log_where = Where(d).time("Timestamp", tr.start_ns, tr.end_ns).add('"SeverityNumber" >= 17')
     if service:
         span_where.add('"ServiceName" = ?', service)
         log_where.add('"ServiceName" = ?', service)
-    _, spans = ctx.db.query(
-        f'SELECT "ServiceName", {d.epoch_ns(col("Timestamp"))}, "TraceId", "SpanName", '
-        '"StatusMessage", "Events.Name", "Events.Attributes", "SpanAttributes", '
-        f"{d.attr(col('ResourceAttributes'), VERSION_KEY)} "
-        f'FROM otel_traces WHERE {span_where.sql()} ORDER BY "Timestamp" DESC LIMIT {SCAN_CAP}',
-        span_where.params,
-    )
-    _, logs = ctx.db.query(
-        f'SELECT "ServiceName", {d.epoch_ns(col("Timestamp"))}, "TraceId", "Body", '
-        f'"LogAttributes", {d.attr(col("ResourceAttributes"), VERSION_KEY)} '
-        f'FROM otel_logs WHERE {log_where.sql()} ORDER BY "Timestamp" DESC LIMIT {SCAN_CAP}',
-        log_where.params,
-    )
-    if len(spans) >= SCAN_CAP or len(logs) >= SCAN_CAP:
-        notes.append(
-            f"more than {SCAN_CAP} errors in range: grouped the newest {SCAN_CAP} of each signal; "
-            "counts are lower bounds — narrow the range for exact counts"
-        )
-    out: list[Occurrence] = []
-    for svc, t, tid, op, smsg, ev_names, ev_attrs, attrs, version in spans:
-        a = attributes_dict(attrs)
-        if version:
-            a["service.version"] = str(version)
-        exc = None
-        for n, ea in zip(ev_names or [], ev_attrs or [], strict=False):
-            if n == "exception":
-                exc = attributes_dict(ea)
-                break
-        if exc is not None:
-            st = str(exc.get("exception.stacktrace", ""))
-            out.append(
-                Occurrence(
-                    "exception",
-                    str(svc),
-                    int(t),
-                    str(tid),
-                    str(exc.get("exception.type", "")),
-                    str(exc.get("exception.message", "")),
-                    st,
-                    top_frame(st),
-                    str(op),
-                    a,
-                )
-            )
-        else:
-            http_status = a.get("http.response.status_code") or a.get("http.status_code")
-            message = str(smsg) if smsg else (f"HTTP {http_status}" if http_status else "error status")
-            out.append(Occurrence("span", str(svc), int(t), str(tid), "", message, "", "", str(op), a))
-    for svc, t, tid, body, attrs, version in logs:
-        a = attributes_dict(attrs)
-        if version:
-            a["service.version"] = str(version)
-        st = a.get("exception.stacktrace", "")
-        out.append(
-            Occurrence(
-                "log",
-                str(svc),
-                int(t),
-                str(tid or ""),
-                a.get("exception.type", ""),
-                str(body),
-                st,
-                top_frame(st) if st else "",
-                "",
-                a,
-            )
-        )
-    return out, notes
+    version = d.attr(col("ResourceAttributes"), VERSION_KEY)
+    exc = '"Events.Attributes"[i]'
+    status = d.attr("attrs", "'http.response.status_code'")
+    sql = f"""
+WITH span_err AS (
+  SELECT "ServiceName" AS svc, "Timestamp" AS ts, "TraceId" AS tid, "SpanName" AS op,
+         list_position("Events.Name", 'exception') AS i, "Events.Attributes", "StatusMessage" AS smsg,
+         "SpanAttributes" AS attrs, {version} AS version
+  FROM otel_traces WHERE {span_where.sql()}
+), occ AS (
+  SELECT CASE WHEN i > 0 THEN 'exception' ELSE 'span' END AS kind, svc, ts, tid, op,
+         coalesce(CASE WHEN i > 0 THEN {d.attr(exc, "'exception.type'")} END, '') AS etype,
+         CASE WHEN i > 0 THEN coalesce({d.attr(exc, "'exception.message'")}, '')
+              WHEN smsg <> '' THEN smsg
+              WHEN {status} IS NOT NULL THEN 'HTTP ' || {status}
+              ELSE 'error status' END AS msg,
+         coalesce(CASE WHEN i > 0 THEN {d.attr(exc, "'exception.stacktrace'")} END, '') AS st,
+         attrs, version
+  FROM span_err
+  UNION ALL
+  SELECT 'log', "ServiceName", "Timestamp", "TraceId", '',
+         coalesce({d.attr(col("LogAttributes"), "'exception.type'")}, ''), "Body",
+         coalesce({d.attr(col("LogAttributes"), "'exception.stacktrace'")}, ''), "LogAttributes", {version}
+  FROM otel_logs WHERE {log_where.sql()}
+), normed AS (
+  SELECT *, {_normalized("msg")} AS norm, {_frame("st")} AS frame FROM occ
+), keyed AS (
+  -- Status-only span errors carry little text: their service and operation tell them apart.
+  SELECT *, substr(md5(kind || '|' || CASE WHEN kind = 'span' THEN svc || '|' || op ELSE '' END
+                       || '|' || etype || '|' || norm || '|' || frame), 1, 12) AS gid
+  FROM normed
+)"""
+    return sql, [*span_where.params, *log_where.params]
 
 
 class ErrorGroup(BaseModel):
@@ -191,30 +142,37 @@ def find_errors(
         raise ToolInputError("limit must be within 1..200")
     svc = ctx.resolve(service)
     tr = resolve_range(start, end)
-    occ, notes = _scan(ctx, tr, svc)
-    groups: dict[str, list[Occurrence]] = defaultdict(list)
-    for o in occ:
-        groups[o.group_key].append(o)
+    with_sql, params = _occurrences(ctx, tr, svc)
+    d = ctx.dialect
+    _, rows = ctx.db.query(
+        with_sql
+        + f"""
+SELECT gid, any_value(kind), any_value(etype), any_value(norm), any_value(frame), count(*),
+       {d.epoch_ns("min(ts)")}, {d.epoch_ns("max(ts)")}, list_sort(list_distinct(list(svc))),
+       list_slice(list_sort(list_distinct(list(op) FILTER (WHERE op <> ''))), 1, 5),
+       list_slice(list(tid ORDER BY ts DESC) FILTER (WHERE tid <> ''), 1, 6)
+FROM keyed GROUP BY gid""",
+        params,
+    )
+    notes: list[str] = []
     redact = ctx.settings.redact_secrets
-    out = []
-    for gid, items in groups.items():
-        first = items[0]
-        traces = list(dict.fromkeys(o.trace_id for o in items if o.trace_id))[:3]
-        out.append(
-            ErrorGroup(
-                error_id=gid,
-                kind=first.kind,
-                type=first.error_type or first.kind,
-                message=scrub(normalize_message(first.message), redact_secrets=redact, max_chars=200),
-                top_frame=first.frame,
-                count=len(items),
-                first_seen=format_ns(min(o.time_ns for o in items)),
-                last_seen=format_ns(max(o.time_ns for o in items)),
-                services=sorted({o.service for o in items}),
-                operations=sorted({o.operation for o in items if o.operation})[:5],
-                sample_trace_ids=traces,
-            )
+    out = [
+        ErrorGroup(
+            error_id=str(gid),
+            kind=str(kind),
+            type=str(etype or kind),
+            message=scrub(str(norm), redact_secrets=redact, max_chars=200),
+            top_frame=str(frame or ""),
+            count=int(n),
+            first_seen=format_ns(int(lo)),
+            last_seen=format_ns(int(hi)),
+            services=[str(x) for x in services or []],
+            operations=[str(x) for x in ops or []],
+            sample_trace_ids=list(dict.fromkeys(str(t) for t in tids or []))[:3],
         )
+        for gid, kind, etype, norm, frame, n, lo, hi, services, ops, tids in rows
+    ]
+    occurrences = sum(g.count for g in out)
     key = {
         "count": lambda g: (-g.count, g.last_seen),
         "recent": lambda g: g.last_seen,
@@ -234,7 +192,7 @@ def find_errors(
         notes=notes,
         groups=kept,
     )
-    head = f"find_errors: {len(occ)} errors in {total} groups over {tr.describe()}, sorted by {sort}."
+    head = f"find_errors: {occurrences} errors in {total} groups over {tr.describe()}, sorted by {sort}."
     if not kept:
         return res, head + "\nno errors: no error spans or error-level logs in range" + "".join("\n" + n for n in notes)
     if kept:
@@ -283,49 +241,69 @@ def get_error_details(
     if not re.fullmatch(r"[0-9a-f]{12}", eid):
         raise ToolInputError(f"error_id {error_id!r} is not an error id: use an id from find_errors")
     tr = resolve_range(start or "24h", end)
-    occ, notes = _scan(ctx, tr, None)
-    items = [o for o in occ if o.group_key == eid]
-    if not items:
+    with_sql, params = _occurrences(ctx, tr, None)
+    d = ctx.dialect
+    _, summary = ctx.db.query(
+        with_sql + f" SELECT count(*), {d.epoch_ns('min(ts)')}, {d.epoch_ns('max(ts)')}, "
+        "list_sort(list_distinct(list(svc))) FROM keyed WHERE gid = ?",
+        [*params, eid],
+    )
+    count = int(summary[0][0]) if summary else 0
+    if not count:
         raise ToolInputError(
             f"no error group {eid} in {tr.describe()}: ids come from find_errors over the same range; "
             "pass the same start/end, or a wider start"
         )
+    t0, t1, services = int(summary[0][1]), int(summary[0][2]), [str(x) for x in summary[0][3]]
+    n_buckets = 12
+    width = max(1, (t1 - t0) // n_buckets + 1)
+    _, bucket_rows = ctx.db.query(
+        with_sql + f" SELECT ({d.epoch_ns('ts')} - ?) // ?, count(*) FROM keyed WHERE gid = ? GROUP BY 1",
+        [*params, t0, width, eid],
+    )
+    buckets = {int(b): int(n) for b, n in bucket_rows}
+    timeline = [{"start": format_ns(t0 + b * width), "count": buckets.get(b, 0)} for b in range(n_buckets)]
+    _, items = ctx.db.query(
+        with_sql + f" SELECT kind, etype, msg, st, svc, {d.epoch_ns('ts')}, tid, attrs, version "
+        f"FROM keyed WHERE gid = ? ORDER BY ts DESC LIMIT {DETAIL_ROWS}",
+        [*params, eid],
+    )
+    notes = []
+    if count > len(items):
+        notes.append(f"attribute counts are over the newest {len(items)} of {count} occurrences")
     redact = ctx.settings.redact_secrets
-    first = items[0]
+    kind, etype, message = str(items[0][0]), str(items[0][1]), str(items[0][2])
     attr_counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for o in items:
-        for k, v in o.attributes.items():
-            if k in ("exception.stacktrace",):
-                continue
-            attr_counts[k][v] += 1
+    for row in items:
+        attributes = attributes_dict(row[7])
+        if row[8]:
+            attributes["service.version"] = str(row[8])
+        for k, v in attributes.items():
+            if k != "exception.stacktrace":
+                attr_counts[k][v] += 1
     attrs = {
         k: {scrub(v, redact_secrets=redact, max_chars=80): n for v, n in c.most_common(5)}
         for k, c in sorted(attr_counts.items(), key=lambda kv: -sum(kv[1].values()))[:15]
     }
-    t0, t1 = min(o.time_ns for o in items), max(o.time_ns for o in items)
-    n_buckets = 12
-    width = max(1, (t1 - t0) // n_buckets + 1)
-    buckets = Counter((o.time_ns - t0) // width for o in items)
-    timeline = [{"start": format_ns(t0 + b * width), "count": buckets.get(b, 0)} for b in range(n_buckets)]
     samples = [
         {
-            "time": format_ns(o.time_ns),
-            "service": o.service,
-            "trace_id": o.trace_id,
-            "message": scrub(o.message, redact_secrets=redact, max_chars=200),
+            "time": format_ns(int(row[5])),
+            "service": str(row[4]),
+            "trace_id": str(row[6] or ""),
+            "message": scrub(str(row[2]), redact_secrets=redact, max_chars=200),
         }
-        for o in items[:5]
+        for row in items[:5]
     ]
-    stack = next((o.stacktrace for o in items if o.stacktrace), "")
+    stack = next((str(row[3]) for row in items if row[3]), "")
     res = ErrorDetails(
         error_id=eid,
-        kind=first.kind,
-        type=first.error_type or first.kind,
-        message=scrub(first.message, redact_secrets=redact, max_chars=400),
-        count=len(items),
+        kind=kind,
+        type=etype or kind,
+        message=scrub(message, redact_secrets=redact, max_chars=400),
+        count=count,
         first_seen=format_ns(t0),
         last_seen=format_ns(t1),
-        services=sorted({o.service for o in items}),
+        services=services,
         stacktrace=scrub(stack, redact_secrets=redact, max_chars=3000).replace(" ⏎ ", "\n"),
         attributes=attrs,
         timeline=timeline,
