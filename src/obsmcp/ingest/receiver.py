@@ -40,7 +40,11 @@ class IngestError(Exception):
 
 
 def _exit_with_parent(parent_pid: int) -> None:
-    """Worker initializer: a worker must not outlive its server, even one killed with SIGKILL."""
+    """Worker initializer: a worker must not outlive its server, even one killed with SIGKILL.
+
+    Ctrl-C in a terminal signals the whole process group; the server stops its workers itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform == "linux":
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
