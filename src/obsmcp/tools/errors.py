@@ -21,7 +21,7 @@ from obsmcp.timerange import TimeRange, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
 
 VERSION_KEY = "'service.version'"
-DETAIL_ROWS = 20_000
+DETAIL_ROWS = 2_000
 
 # Normalization, as RE2 patterns applied in order inside the engine (DuckDB regexp_replace, ClickHouse
 # replaceRegexpAll), so grouping runs where the data is instead of shipping every error row to Python.
@@ -97,8 +97,13 @@ WITH span_err AS (
          coalesce({d.attr(col("LogAttributes"), "'exception.type'")}, ''), "Body",
          coalesce({d.attr(col("LogAttributes"), "'exception.stacktrace'")}, ''), "LogAttributes", {version}
   FROM otel_logs WHERE {log_where.sql()}
+), norms AS (
+  -- The regexes run once per distinct message and stack trace, not once per occurrence.
+  SELECT msg, {_normalized("msg")} AS norm FROM (SELECT DISTINCT msg FROM occ)
+), frames AS (
+  SELECT st, {_frame("st")} AS frame FROM (SELECT DISTINCT st FROM occ)
 ), normed AS (
-  SELECT *, {_normalized("msg")} AS norm, {_frame("st")} AS frame FROM occ
+  SELECT occ.*, norms.norm, frames.frame FROM occ JOIN norms USING (msg) JOIN frames USING (st)
 ), keyed AS (
   -- Status-only span errors carry little text: their service and operation tell them apart.
   SELECT *, substr(md5(kind || '|' || CASE WHEN kind = 'span' THEN svc || '|' || op ELSE '' END
@@ -243,25 +248,23 @@ def get_error_details(
     tr = resolve_range(start or "24h", end)
     with_sql, params = _occurrences(ctx, tr, None)
     d = ctx.dialect
+    # Two passes over the group's rows (grouping means normalizing every error message in range, the
+    # costly part): every occurrence's time for the count and timeline, then the newest ones in detail.
     _, summary = ctx.db.query(
-        with_sql + f" SELECT count(*), {d.epoch_ns('min(ts)')}, {d.epoch_ns('max(ts)')}, "
-        "list_sort(list_distinct(list(svc))) FROM keyed WHERE gid = ?",
+        with_sql + f" SELECT list({d.epoch_ns('ts')}), list_sort(list_distinct(list(svc))) FROM keyed WHERE gid = ?",
         [*params, eid],
     )
-    count = int(summary[0][0]) if summary else 0
-    if not count:
+    times = [int(t) for t in (summary[0][0] or [])] if summary else []
+    if not times:
         raise ToolInputError(
             f"no error group {eid} in {tr.describe()}: ids come from find_errors over the same range; "
             "pass the same start/end, or a wider start"
         )
-    t0, t1, services = int(summary[0][1]), int(summary[0][2]), [str(x) for x in summary[0][3]]
+    count, services = len(times), [str(x) for x in summary[0][1]]
+    t0, t1 = min(times), max(times)
     n_buckets = 12
     width = max(1, (t1 - t0) // n_buckets + 1)
-    _, bucket_rows = ctx.db.query(
-        with_sql + f" SELECT ({d.epoch_ns('ts')} - ?) // ?, count(*) FROM keyed WHERE gid = ? GROUP BY 1",
-        [*params, t0, width, eid],
-    )
-    buckets = {int(b): int(n) for b, n in bucket_rows}
+    buckets = Counter((t - t0) // width for t in times)
     timeline = [{"start": format_ns(t0 + b * width), "count": buckets.get(b, 0)} for b in range(n_buckets)]
     _, items = ctx.db.query(
         with_sql + f" SELECT kind, etype, msg, st, svc, {d.epoch_ns('ts')}, tid, attrs, version "
