@@ -41,7 +41,9 @@ GrpcPortOpt = Annotated[
     int | None,
     typer.Option("--otlp-grpc-port", help="OTLP/gRPC port, 0 = off [env OBSMCP_OTLP_GRPC_PORT; 0]"),
 ]
-LogFormatOpt = Annotated[str, typer.Option("--log-format", help="console or json (logs go to stderr)")]
+LogFormatOpt = Annotated[
+    str, typer.Option("--log-format", envvar="OBSMCP_LOG_FORMAT", help="console or json (logs go to stderr)")
+]
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
@@ -73,7 +75,9 @@ def main_callback(
 
 @app.command()
 def serve(
-    http: Annotated[bool, typer.Option("--http", help="serve MCP over streamable HTTP instead of stdio")] = False,
+    http: Annotated[
+        bool, typer.Option("--http", envvar="OBSMCP_HTTP", help="serve MCP over streamable HTTP instead of stdio")
+    ] = False,
     host: HostOpt = None,
     port: PortOpt = None,
     otlp_port: OtlpPortOpt = None,
