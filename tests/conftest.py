@@ -81,6 +81,8 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The parent environment without OBSMCP_* settings (a developer's own config must not leak in)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OBSMCP_")}
     env["PYTHONUNBUFFERED"] = "1"
+    # The shared OTLP examples are from 2018: keep them past the default 7-day retention.
+    env["OBSMCP_RETENTION_DAYS"] = "36500"
     env.update(extra or {})
     return env
 

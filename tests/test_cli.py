@@ -176,3 +176,15 @@ def test_cli_uses_the_running_owner_of_the_data_dir(server: Any, otlp_examples: 
     r = run_cli("serve", "--http", "--port", "0", "--otlp-port", "0", "--data-dir", str(server.data_dir), timeout=30)
     assert r.returncode == 2 and f"pid {server.proc.pid}" in r.stderr, r.stderr
     _no_traceback(r)
+
+
+def test_ingest_warns_when_records_are_older_than_the_retention(tmp_path: Path, otlp_examples: Path) -> None:
+    r = run_cli(
+        "ingest",
+        str(otlp_examples / "logs.json"),
+        "--data-dir",
+        str(tmp_path / "d"),
+        env={"OBSMCP_RETENTION_DAYS": "7"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert "older than the 7-day retention" in r.stderr and "OBSMCP_RETENTION_DAYS" in r.stderr

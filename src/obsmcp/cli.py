@@ -338,10 +338,33 @@ async def _ingest(settings: Settings, requests: list[tuple[Path, str, bytes, str
                 continue
             extra = f", {batch.rejected} rejected: {batch.error_message}" if batch.rejected else ""
             typer.echo(f"{path} ({kind}): {batch.accepted} {sig} items stored{extra}")
+            old = _older_than_retention(batch.tables, rt.settings.retention_days)
+            if old:
+                typer.echo(
+                    f"  note: {old} of them are older than the {rt.settings.retention_days:g}-day retention and "
+                    "will be deleted within a minute; set OBSMCP_RETENTION_DAYS to keep them",
+                    err=True,
+                )
     finally:
         rt.close()
     if failed:
         raise typer.Exit(1)
+
+
+def _older_than_retention(tables: dict[str, Any], retention_days: float) -> int:
+    import time
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from obsmcp.store.schema import TABLES
+
+    cutoff = pa.scalar(time.time_ns() - int(retention_days * 86400e9), pa.timestamp("ns"))
+    total = 0
+    for name, tbl in tables.items():
+        column = tbl.column(TABLES[name].time_column)
+        total += int(pc.sum(pc.less(column, cutoff)).as_py() or 0)
+    return total
 
 
 async def _ingest_remote(endpoint: str, requests: list[tuple[Path, str, bytes, str]]) -> None:

@@ -127,7 +127,7 @@ class StoreWriter:
 
     def _run(self) -> None:
         cur = self.db.cursor()
-        next_retention = time.monotonic() + min(5.0, self.retention_interval_s)
+        next_retention = time.monotonic() + self.retention_interval_s
         while True:
             try:
                 first = self._queue.get(timeout=max(0.05, next_retention - time.monotonic()))
