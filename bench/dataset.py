@@ -153,7 +153,7 @@ def _generate(size: Size, path: Path, fp: str, log: Any) -> Dataset:
     cfg = demo_config(size, end_ns)
     est = estimate_items(cfg)
     log(f"[{size.name}] generating: rate={cfg.rate}/s over {cfg.duration_s:.0f}s, estimate {_fmt_counts(est)}")
-    files = {s: open(path / f"{s}.bin", "wb") for s in SIGNALS}
+    files = {s: open(path / f"{s}.bin", "wb") for s in SIGNALS}  # noqa: SIM115 - closed below
     items = dict.fromkeys(SIGNALS, 0)
     requests = dict.fromkeys(SIGNALS, 0)
     raw_bytes = dict.fromkeys(SIGNALS, 0)

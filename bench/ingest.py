@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import itertools
 import os
 import signal as signal_mod
 import socket
@@ -27,21 +28,13 @@ from typing import Any
 import httpx
 
 from bench.dataset import SIGNALS, Dataset
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
+from bench.sysmon import CpuWatch, proc_cpu_s, settle, tree_cpu_s
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all threads), from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 def proc_rss_mb(pid: int, key: str = "VmHWM") -> float:
@@ -84,10 +77,8 @@ class Server:
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from obsmcp.cli import main; main()"]
         cmd += ["serve", "--http", "--port", str(self.mcp_port), "--otlp-port", str(self.otlp_port)]
         t0 = time.perf_counter()
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            cmd, env=server_env(self.data_dir), stdout=self._log, stderr=subprocess.STDOUT
-        )
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, env=server_env(self.data_dir), stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -143,10 +134,10 @@ def _rejected(signal: str, body: bytes) -> int:
 
 
 async def send_signal(
-    ds: Dataset, signal: str, endpoint: str, concurrency: int, server_pid: int | None
+    ds: Dataset, signal: str, endpoint: str, concurrency: int, server_pid: int | None, limit: int = 0
 ) -> dict[str, Any]:
-    """POST every cached body of one signal with `concurrency` requests in flight."""
-    records = ds.records(signal)
+    """POST every cached body of one signal (or the first `limit`) with `concurrency` requests in flight."""
+    records = ds.records(signal) if not limit else itertools.islice(ds.records(signal), limit)
     items_sent = 0
     bytes_sent = 0
     requests = 0
@@ -177,13 +168,17 @@ async def send_signal(
                 bytes_sent += len(body)
                 requests += 1
 
-        cpu0 = proc_cpu_s(server_pid) if server_pid else 0.0
+        cpu0 = tree_cpu_s(server_pid) if server_pid else 0.0
+        main0 = proc_cpu_s(server_pid) if server_pid else 0.0
         own0 = time.process_time()
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
+        watch = CpuWatch((server_pid,) if server_pid else ())
+        with watch:
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            wall = time.perf_counter() - t0
         own_cpu = time.process_time() - own0
-        cpu = (proc_cpu_s(server_pid) - cpu0) if server_pid else None
+        cpu = (tree_cpu_s(server_pid) - cpu0) if server_pid else None
+        main_cpu = (proc_cpu_s(server_pid) - main0) if server_pid else None
     latencies.sort()
     return {
         "items": items_sent,
@@ -197,7 +192,9 @@ async def send_signal(
         "request_p95_ms": round(_pct(latencies, 0.95) * 1000, 1),
         "server_cpu_s": round(cpu, 2) if cpu is not None else None,
         "server_cpu_util": round(cpu / wall, 2) if cpu is not None and wall else None,
+        "server_main_process_cpu_util": round(main_cpu / wall, 2) if main_cpu is not None and wall else None,
         "sender_cpu_s": round(own_cpu, 2),
+        "other_cores": watch.result["other_cores"],
     }
 
 
@@ -221,12 +218,15 @@ def run_ingest(ds: Dataset, work: Path, concurrency: int, log: Any = print) -> d
     out: dict[str, Any] = {"concurrency": concurrency, "server_startup_s": round(startup_s, 2), "signals": {}}
     try:
         for signal in SIGNALS:
+            quiet = settle(log)
             log(f"[{ds.size.name}] ingest {signal}: sending {ds.counts[signal]:,} items, {concurrency} in flight")
             res = asyncio.run(send_signal(ds, signal, server.otlp_url, concurrency, server.pid))
+            res["quiet_wait"] = quiet
             out["signals"][signal] = res
             log(
                 f"[{ds.size.name}]   {res['items']:,} {signal} in {res['seconds']:.1f}s = "
-                f"{res['items_per_s']:,}/s (server CPU {res['server_cpu_util']:.2f} cores)"
+                f"{res['items_per_s']:,}/s (server CPU {res['server_cpu_util']:.2f} cores, "
+                f"other processes {res['other_cores']} cores)"
             )
         out["server_peak_rss_mb"] = round(proc_rss_mb(server.pid), 1)
     finally:
@@ -239,13 +239,87 @@ def run_ingest(ds: Dataset, work: Path, concurrency: int, log: Any = print) -> d
     return out
 
 
+def run_sweep(
+    ds: Dataset, work: Path, concurrencies: list[int], requests: int = 100, log: Any = print
+) -> dict[str, Any]:
+    """Throughput against requests in flight: the first `requests` bodies of traces and of logs, each run
+    on a fresh store and server."""
+    import shutil
+
+    out: dict[str, Any] = {"requests_per_run": requests, "runs": []}
+    for conc in concurrencies:
+        for signal in ("traces", "logs"):
+            d = work / "sweep"
+            shutil.rmtree(d, ignore_errors=True)
+            (d / "store").mkdir(parents=True)
+            quiet = settle(log)
+            server = Server(d / "store", d / "server.log")
+            server.start()
+            try:
+                res = asyncio.run(send_signal(ds, signal, server.otlp_url, conc, server.pid, limit=requests))
+            finally:
+                server.stop()
+            keep = ("items", "seconds", "items_per_s", "server_cpu_util", "request_p50_ms", "other_cores")
+            run = {"concurrency": conc, "signal": signal, **{k: res[k] for k in keep}, "quiet_wait": quiet}
+            out["runs"].append(run)
+            log(f"[{ds.size.name}] sweep {conc:>3} in flight, {signal}: {res['items_per_s']:,}/s")
+    shutil.rmtree(work / "sweep", ignore_errors=True)
+    return out
+
+
 # -- DuckDB baseline ---------------------------------------------------------------------------------
+
+
+class _BaselineSignal:
+    """Accumulates decoded tables of one signal and inserts them in chunks, timing only the inserts."""
+
+    def __init__(self, con: Any, chunk_rows: int) -> None:
+        self.con = con
+        self.chunk_rows = chunk_rows
+        self.pending: dict[str, list[Any]] = {}
+        self.pending_rows = 0
+        self.insert_s: dict[str, float] = {}
+        self.lookup_s = 0.0
+        self.rows: dict[str, int] = {}
+
+    def add(self, tables: dict[str, Any]) -> None:
+        for name, tbl in tables.items():
+            self.pending.setdefault(name, []).append(tbl)
+            self.pending_rows += tbl.num_rows
+        if self.pending_rows >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        from obsmcp.store import schema
+
+        con = self.con
+        for name, parts in self.pending.items():
+            if not parts:
+                continue
+            tbl = pa.concat_tables(parts)
+            parts.clear()
+            con.register("_bench_batch", tbl)
+            t0 = time.perf_counter()
+            con.execute(f"INSERT INTO {name} SELECT * FROM _bench_batch")
+            self.insert_s[name] = self.insert_s.get(name, 0.0) + time.perf_counter() - t0
+            if name == schema.TRACES.name:
+                # What the store writer adds for every traces batch (the get_trace lookup table).
+                t0 = time.perf_counter()
+                con.execute(
+                    f'INSERT INTO {schema.TRACE_ID_TS.name} SELECT "TraceId", min("Timestamp"), '
+                    'max("Timestamp") FROM _bench_batch WHERE "TraceId" <> \'\' GROUP BY "TraceId"'
+                )
+                self.lookup_s += time.perf_counter() - t0
+            con.unregister("_bench_batch")
+            self.rows[name] = self.rows.get(name, 0) + tbl.num_rows
+        self.pending_rows = 0
 
 
 def run_baseline(ds: Dataset, work: Path, chunk_rows: int = 200_000, log: Any = print) -> dict[str, Any]:
     """Decode every body (timed separately), then time columnar inserts of the rows into a fresh file."""
     import duckdb
-    import pyarrow as pa
 
     from obsmcp.ingest.otlp import decode
     from obsmcp.store import schema
@@ -259,69 +333,44 @@ def run_baseline(ds: Dataset, work: Path, chunk_rows: int = 200_000, log: Any = 
     out: dict[str, Any] = {"chunk_rows": chunk_rows, "signals": {}}
     try:
         for signal in SIGNALS:
+            quiet = settle(log)
+            acc = _BaselineSignal(con, chunk_rows)
             gunzip_s = decode_s = 0.0
-            insert_s: dict[str, float] = {}
-            rows: dict[str, int] = {}
-            lookup_s = 0.0
-            pending: dict[str, list[pa.Table]] = {}
-            pending_rows = 0
-
-            def flush() -> None:
-                nonlocal pending_rows, lookup_s
-                for name, parts in pending.items():
-                    tbl = pa.concat_tables(parts)
-                    parts.clear()
-                    con.register("_bench_batch", tbl)
+            with CpuWatch() as watch:
+                for _items, gz in ds.records(signal):
                     t0 = time.perf_counter()
-                    con.execute(f"INSERT INTO {name} SELECT * FROM _bench_batch")
-                    insert_s[name] = insert_s.get(name, 0.0) + time.perf_counter() - t0
-                    if name == schema.TRACES.name:
-                        t0 = time.perf_counter()
-                        con.execute(
-                            f"INSERT INTO {schema.TRACE_ID_TS.name} SELECT \"TraceId\", min(\"Timestamp\"), "
-                            "max(\"Timestamp\") FROM _bench_batch WHERE \"TraceId\" <> '' GROUP BY \"TraceId\""
-                        )
-                        lookup_s += time.perf_counter() - t0
-                    con.unregister("_bench_batch")
-                    rows[name] = rows.get(name, 0) + tbl.num_rows
-                pending_rows = 0
-
-            for _items, gz in ds.records(signal):
+                    raw = gzip.decompress(gz)
+                    t1 = time.perf_counter()
+                    batch = decode(signal, raw, "protobuf")  # type: ignore[arg-type]
+                    t2 = time.perf_counter()
+                    gunzip_s += t1 - t0
+                    decode_s += t2 - t1
+                    acc.add(batch.tables)
+                acc.flush()
                 t0 = time.perf_counter()
-                raw = gzip.decompress(gz)
-                t1 = time.perf_counter()
-                batch = decode(signal, raw, "protobuf")  # type: ignore[arg-type]
-                t2 = time.perf_counter()
-                gunzip_s += t1 - t0
-                decode_s += t2 - t1
-                for name, tbl in batch.tables.items():
-                    pending.setdefault(name, []).append(tbl)
-                    pending_rows += tbl.num_rows
-                if pending_rows >= chunk_rows:
-                    flush()
-            flush()
-            t0 = time.perf_counter()
-            con.execute("CHECKPOINT")
-            checkpoint_s = time.perf_counter() - t0
+                con.execute("CHECKPOINT")
+                checkpoint_s = time.perf_counter() - t0
             n = ds.counts[signal]
-            ins = sum(insert_s.values())
+            ins = sum(acc.insert_s.values())
             res = {
                 "items": n,
-                "rows_by_table": rows,
+                "rows_by_table": acc.rows,
                 "insert_s": round(ins, 3),
                 "insert_items_per_s": round(n / ins) if ins else None,
                 "gunzip_s": round(gunzip_s, 3),
                 "decode_s": round(decode_s, 3),
                 "decode_items_per_s": round(n / decode_s) if decode_s else None,
                 "checkpoint_s": round(checkpoint_s, 3),
+                "other_cores": watch.result["other_cores"],
+                "quiet_wait": quiet,
             }
             if signal == "traces":
-                res["trace_id_lookup_insert_s"] = round(lookup_s, 3)
-                res["insert_with_lookup_items_per_s"] = round(n / (ins + lookup_s)) if ins else None
+                res["trace_id_lookup_insert_s"] = round(acc.lookup_s, 3)
+                res["insert_with_lookup_items_per_s"] = round(n / (ins + acc.lookup_s)) if ins else None
             out["signals"][signal] = res
             log(
                 f"[{ds.size.name}] baseline {signal}: insert {res['insert_items_per_s']:,}/s, "
-                f"decode (1 thread) {res['decode_items_per_s']:,}/s"
+                f"decode (1 thread) {res['decode_items_per_s']:,}/s (other processes {res['other_cores']} cores)"
             )
     finally:
         con.close()

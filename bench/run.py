@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import dataset, ingest, latency, report
+from bench import dataset, ingest, latency, report, sysmon
 
 WORK = Path(__file__).resolve().parent / ".work"
 
@@ -34,7 +34,6 @@ def run_size(size: dataset.Size, args: argparse.Namespace) -> dict[str, Any]:
     work = WORK / size.name
     work.mkdir(parents=True, exist_ok=True)
     out_path = report.RESULTS / f"{size.name}.json"
-    previous = json.loads(out_path.read_text()) if out_path.exists() else None
 
     ds = dataset.load_or_generate(size, regenerate=args.regenerate, log=log)
     result: dict[str, Any] = {
@@ -46,28 +45,54 @@ def run_size(size: dataset.Size, args: argparse.Namespace) -> dict[str, Any]:
     result["dataset"]["logs_per_span"] = round(ds.counts["logs"] / max(1, ds.counts["traces"]), 3)
 
     store = work / "store" / "obsmcp.duckdb"
-    if args.reuse_store and store.exists() and previous and previous.get("ingest"):
-        log(f"[{size.name}] reusing the store and ingest/baseline figures of the run of {previous['machine']['date']}")
-        result["ingest"] = previous["ingest"]
-        result["baseline"] = previous.get("baseline")
+    saved = work / "ingest_result.json"  # the ingest that built this store (for --reuse-store)
+    if args.reuse_store and store.exists() and saved.exists():
+        prev = json.loads(saved.read_text())
+        log(f"[{size.name}] reusing the store and the ingest/baseline figures of the run of {prev['date']}")
+        result["ingest"], result["baseline"], result["sweep"] = prev["ingest"], prev["baseline"], prev.get("sweep")
         result["notes"].append(
-            f"{size.name}: ingest and baseline figures are from the run of {previous['machine']['date']} "
+            f"{size.name}: ingest and baseline figures are from the run of {prev['date']} "
             "(latency rerun on the same store with --reuse-store)"
         )
     else:
+        saved.unlink(missing_ok=True)
+        ingest_src = report.src_state()
         result["ingest"] = ingest.run_ingest(ds, work, args.concurrency, log=log)
-        if args.skip_baseline:
-            result["baseline"] = None
-        else:
-            result["baseline"] = ingest.run_baseline(ds, work, log=log)
+        result["ingest"]["src_state"] = ingest_src
+        result["baseline"] = None if args.skip_baseline else ingest.run_baseline(ds, work, log=log)
+        result["sweep"] = None
+        if args.sweep:
+            levels = [int(x) for x in args.sweep.split(",") if x.strip()]
+            result["sweep"] = ingest.run_sweep(ds, work, levels, log=log)
+        saved.write_text(
+            json.dumps(
+                {
+                    "date": result["machine"]["date"],
+                    "ingest": result["ingest"],
+                    "baseline": result["baseline"],
+                    "sweep": result["sweep"],
+                }
+            )
+        )
 
-    result["latency"] = latency.run_latency(ds, work, args.reps, text_override=args.text, grep=not args.no_grep, log=log)
+    latency_src = report.src_state()
+    result["latency"] = latency.run_latency(
+        ds, work, args.reps, text_override=args.text, grep=not args.no_grep, log=log
+    )
+    result["latency"]["src_state"] = latency_src
     rows = result["latency"].get("store_rows", {})
     for signal, table in (("traces", "otel_traces"), ("logs", "otel_logs")):
         if rows.get(table) != ds.counts[signal]:
             result["notes"].append(
                 f"{size.name}: the store holds {rows.get(table)} rows in {table}, {ds.counts[signal]} were sent"
             )
+    end_state = report.src_state()
+    result["machine"]["src_state_end"] = end_state
+    if end_state != result["machine"]["src_state"]:
+        result["notes"].append(
+            f"{size.name}: src/ changed while this run was in progress (git {result['machine']['git_commit']} -> "
+            f"{end_state['commit']}); the phases may have run different code"
+        )
     result["goals"] = report.evaluate_goals(result)
     report.RESULTS.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -89,10 +114,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--regenerate", action="store_true", help="regenerate the cached datasets")
     p.add_argument("--skip-baseline", action="store_true", help="skip the DuckDB insert baseline")
     p.add_argument("--no-grep", action="store_true", help="skip the JSON-lines export and grep comparison")
+    p.add_argument(
+        "--sweep",
+        default="",
+        help="also measure ingest at these requests-in-flight levels, e.g. 4,8,16,32 (first 100 requests)",
+    )
     p.add_argument("--reuse-store", action="store_true", help="keep the store (and ingest figures) of the last run")
     p.add_argument("--clean-store", action="store_true", help="delete bench/.work/<size>/store after the run")
     p.add_argument("--readme", action="store_true", help="only regenerate bench/results/README.md")
+    p.add_argument(
+        "--max-quiet-wait",
+        type=float,
+        default=600.0,
+        help="before each phase, wait up to this many seconds for other processes to go quiet (0: don't)",
+    )
     args = p.parse_args(argv)
+    sysmon.MAX_WAIT_S = args.max_quiet_wait
     if not args.readme:
         names = ["quick"] if args.quick else [s for s in args.sizes.split(",") if s.strip()]
         sizes = [dataset.parse_size(n) for n in names]

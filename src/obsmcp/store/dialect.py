@@ -26,6 +26,12 @@ class Dialect:
             return f"quantile_cont({col}, {q})"
         return f"quantileExactInclusive({q})({col})"
 
+    def quantiles(self, col: str, qs: tuple[float, ...]) -> str:
+        """Several exact quantiles in one pass, as a list."""
+        if self.name == "duckdb":
+            return f"quantile_cont({col}, [{', '.join(map(str, qs))}])"
+        return f"quantilesExactInclusive({', '.join(map(str, qs))})({col})"
+
     def time_bucket(self, col: str, step_s: int) -> str:
         """Start of the step-second bucket holding col, as epoch nanoseconds."""
         step_ns = step_s * 1_000_000_000

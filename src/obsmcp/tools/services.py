@@ -55,20 +55,19 @@ def list_services(
         return info
 
     w = Where(d).time("Timestamp", tr.start_ns, tr.end_ns)
-    entry = "(\"SpanKind\" = 'Server' OR \"ParentSpanId\" = '')"
+    # RED figures from entry spans (server spans, or roots): filtering in WHERE keeps the quantile and the
+    # version lookup to those rows; first/last seen come from every span in a second, cheap pass.
+    entry = w.copy().add("(\"SpanKind\" = 'Server' OR \"ParentSpanId\" = '')")
     _, rows = ctx.db.query(
-        f'SELECT "ServiceName", count(*) FILTER (WHERE {entry}), '
-        f"count(*) FILTER (WHERE {entry} AND \"StatusCode\" = 'Error'), "
-        f"{d.quantile(col('Duration'), 0.5)} FILTER (WHERE {entry}), "
-        f"{d.quantile(col('Duration'), 0.95)} FILTER (WHERE {entry}), "
-        f"{d.quantile(col('Duration'), 0.99)} FILTER (WHERE {entry}), "
-        f"{d.epoch_ns('min(' + TS + ')')}, {d.epoch_ns('max(' + TS + ')')}, "
+        'SELECT "ServiceName", count(*), count(*) FILTER (WHERE "StatusCode" = \'Error\'), '
+        f"{d.quantiles(col('Duration'), (0.5, 0.95, 0.99))}, "
         f"{d.list_distinct_agg(d.attr(col('ResourceAttributes'), VERSION_KEY), 5)} "
-        f"FROM otel_traces WHERE {w.sql()} GROUP BY 1",
-        w.params,
+        f"FROM otel_traces WHERE {entry.sql()} GROUP BY 1",
+        entry.params,
     )
-    for svc, n, errs, p50, p95, p99, lo, hi, versions in rows:
-        info = seen(str(svc), "traces", int(lo), int(hi))
+    for svc, n, errs, qs, versions in rows:
+        info = seen(str(svc), "traces", None, None)
+        p50, p95, p99 = qs if qs else (None, None, None)
         info.requests = int(n)
         info.request_rate_per_s = round(int(n) / seconds, 3) if seconds else 0.0
         info.error_rate = round(int(errs) / int(n), 4) if n else 0.0
@@ -76,6 +75,13 @@ def list_services(
         info.p95_ms = round(p95 / 1e6, 2) if p95 is not None else None
         info.p99_ms = round(p99 / 1e6, 2) if p99 is not None else None
         info.versions = [str(v) for v in versions if v]
+    _, rows = ctx.db.query(
+        f'SELECT "ServiceName", {d.epoch_ns("min(" + TS + ")")}, {d.epoch_ns("max(" + TS + ")")} '
+        f"FROM otel_traces WHERE {w.sql()} GROUP BY 1",
+        w.params,
+    )
+    for svc, lo, hi in rows:
+        seen(str(svc), "traces", int(lo), int(hi))
     _, rows = ctx.db.query(
         'SELECT "ServiceName", count(*) FILTER (WHERE "SeverityNumber" >= 17), '
         f"{d.epoch_ns('min(' + TS + ')')}, {d.epoch_ns('max(' + TS + ')')} "
