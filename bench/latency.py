@@ -594,6 +594,8 @@ def run_latency(
                     entry["other_cores"] = watch.stop()["other_cores"]
                     entry["quiet_wait"] = quiet
                     if isinstance(sc, dict):
+                        notes = [str(n)[:240] for n in sc.get("notes") or [] if "untrusted" not in str(n).lower()]
+                        entry["answer_notes"] = notes
                         entry["answer"] = {
                             k: sc[k]
                             for k in ("total", "returned", "truncated", "span_count", "count", "counts_estimated")
