@@ -7,6 +7,7 @@ temporary data directory; tests talk to it with the MCP SDK client and plain HTT
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -220,6 +221,61 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
 def server(server_factory: Any) -> ServerProcess:
     """One running `obsmcp serve --http` on an empty temporary data directory."""
     return server_factory()
+
+
+# -- demo data in process ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DemoStore:
+    """An in-memory store holding one generated demo dataset, and the incident injected into it."""
+
+    runtime: Any  # obsmcp.runtime.Runtime
+    truth: Any  # obsmcp.demo.Scenario
+    cfg: Any  # obsmcp.demo.DemoConfig
+    counts: dict[str, int]
+
+    @property
+    def ctx(self) -> Any:
+        return self.runtime.ctx
+
+    def window(self, before_incident_s: float = 0.0) -> dict[str, str]:
+        """start/end (ISO) covering the incident, optionally reaching back before it."""
+        from obsmcp.timerange import format_ns
+
+        start = self.truth.start_ns - int(before_incident_s * 1e9)
+        end = self.cfg.end_ns + 10**9
+        return {"start": format_ns(start), "end": format_ns(end)}
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """demo_store(scenario, seed=1, **DemoConfig fields) -> DemoStore, generated once per session.
+
+    Defaults: one hour at one root request per second (~45k spans, ~45k logs), the incident in the last 20
+    minutes, ending now (so tools' default "last hour" ranges see it).
+    """
+    from obsmcp.config import Settings
+    from obsmcp.demo import DemoConfig, scenario_truth
+    from obsmcp.demo.loader import load
+    from obsmcp.runtime import Runtime
+
+    made: dict[tuple[Any, ...], DemoStore] = {}
+
+    def get(scenario: str = "deploy-errors", seed: int = 1, **fields: Any) -> DemoStore:
+        key = (scenario, seed, tuple(sorted(fields.items())))
+        if key not in made:
+            opts: dict[str, Any] = {"duration_s": 3600.0, "rate": 1.0, "incident_start_before_end_s": 1200.0}
+            opts.update(fields)
+            cfg = DemoConfig(scenario=scenario, seed=seed, **opts)
+            rt = Runtime.open(Settings(data_dir=tmp_path_factory.mktemp("demo"), retention_days=36500), in_memory=True)
+            counts = load(rt, cfg)
+            made[key] = DemoStore(rt, scenario_truth(cfg), cfg, counts)
+        return made[key]
+
+    yield get
+    for store in made.values():
+        store.runtime.close()
 
 
 # -- MCP helpers -------------------------------------------------------------------------------------
