@@ -6,9 +6,12 @@ import asyncio
 import gzip
 import itertools
 import statistics
+import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 import httpx
 import pytest
@@ -22,9 +25,11 @@ from obsmcp.demo import (
     SCENARIO_NAMES,
     DemoConfig,
     OTLPRequest,
+    Scenario,
     SendError,
     estimate_items,
     generate,
+    scenario_targets,
     scenario_truth,
     send,
 )
@@ -487,6 +492,213 @@ def test_resource_exhaustion_saturates_the_pool_then_fails() -> None:
     assert _error_rate(late) > 0.2
     assert any(s.exception and "JdbcConnection" in str(s.exception["exception.type"]) for s in late)
     assert any(log.body.startswith("Connection pool exhausted (active=") for log in data.logs)
+
+
+# --- targets and the newer faults, checked with SQL over a store filled by the in-process loader ------------
+
+NEW_FAULTS = ("cache-collapse", "n-plus-one", "failing-downstream")
+
+
+def test_every_fault_can_hit_at_least_four_services_and_the_truth_names_the_target() -> None:
+    assert set(NEW_FAULTS) <= set(SCENARIO_NAMES)
+    assert scenario_targets("none") == ()
+    for name in SCENARIO_NAMES:
+        if name == "none":
+            continue
+        targets = scenario_targets(name)
+        assert len(targets) >= 4, name
+        assert set(targets) <= SERVICE_NAMES
+        assert scenario_truth(_cfg(name)).root_cause_service in targets, "the default is a valid target"
+        for target in targets:
+            truth = scenario_truth(_cfg(name, target=target))
+            assert truth.root_cause_service == target and target in truth.description
+            assert truth.affected_services[0] == target
+    assert "frontend" not in scenario_targets("failing-downstream"), "the entry service has no callers"
+    # The original scenarios keep their services when no target is given.
+    defaults = {n: scenario_truth(_cfg(n)).root_cause_service for n in SCENARIO_NAMES}
+    assert defaults["dependency-latency"] == "payment-service"
+    assert defaults["deploy-errors"] == "catalog-service"
+    assert defaults["resource-exhaustion"] == "inventory-service"
+
+
+def test_an_invalid_target_is_rejected_with_the_valid_ones() -> None:
+    with pytest.raises(ValueError) as err:
+        DemoConfig(scenario="cache-collapse", target="frontend")
+    message = str(err.value)
+    assert "frontend" in message and all(t in message for t in scenario_targets("cache-collapse"))
+    with pytest.raises(ValueError, match="no fault"):
+        DemoConfig(scenario="none", target="cart-service")
+
+
+def test_targeted_faults_are_deterministic() -> None:
+    cfg = _cfg("failing-downstream", duration_s=90.0, incident_start_before_end_s=60.0, target="payment-service")
+    first = [(r.signal, r.payload) for r in generate(cfg)]
+    assert first == [(r.signal, r.payload) for r in generate(cfg)]
+    other = _cfg("failing-downstream", duration_s=90.0, incident_start_before_end_s=60.0, target="cart-service")
+    assert first != [(r.signal, r.payload) for r in generate(other)]
+
+
+class _Store:
+    def __init__(self, rt: Any, truth: Scenario) -> None:
+        self.rt = rt
+        self.truth = truth
+
+    def rows(self, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
+        return self.rt.ctx.db.query(sql, params)[1]  # type: ignore[no-any-return]
+
+    def split(self, sql: str, *params: object) -> tuple[Any, Any]:
+        """``sql`` (with ``{during}`` standing for "the row is inside the incident") before and during it."""
+        during = f"(epoch_ns(Timestamp) >= {self.truth.start_ns})"
+        got = dict(self.rows(f"SELECT {during} AS d, * FROM ({sql.format(during=during)}) GROUP BY ALL", list(params)))
+        return got.get(False), got.get(True)
+
+
+@pytest.fixture(scope="module")
+def fault_store() -> Iterator[Any]:
+    """fault_store(scenario, target) -> _Store: 8 minutes at 3 requests/s, the incident in the last 4."""
+    from obsmcp.config import Settings
+    from obsmcp.demo.loader import load
+    from obsmcp.runtime import Runtime
+
+    made: dict[tuple[str, str], _Store] = {}
+
+    def get(scenario: str, target: str) -> _Store:
+        if (scenario, target) not in made:
+            cfg = _cfg(scenario, rate=3.0, target=target, seed=3)
+            rt = Runtime.open(Settings(data_dir=tempfile.mkdtemp(), retention_days=36500), in_memory=True)
+            load(rt, cfg)
+            made[(scenario, target)] = _Store(rt, scenario_truth(cfg))
+        return made[(scenario, target)]
+
+    yield get
+    for store in made.values():
+        store.rt.close()
+
+
+def _server_stats(store: _Store, service: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(requests, error rate, median ms, versions) of ``service``'s SERVER spans, before and during."""
+    sql = (
+        "SELECT {during} AS d, count(*), avg((StatusCode = 'Error')::INT), median(Duration) / 1e6, "
+        "list(DISTINCT ResourceAttributes['service.version'][1]) FROM otel_traces "
+        "WHERE ServiceName = ? AND SpanKind = 'Server' GROUP BY ALL"
+    )
+    sql = sql.replace("ResourceAttributes['service.version'][1]", "attr(ResourceAttributes, 'service.version')")
+    during = f"(epoch_ns(Timestamp) >= {store.truth.start_ns})"
+    got = {r[0]: r[1:] for r in store.rows(sql.format(during=during), [service])}
+    return got[False], got[True]
+
+
+def _per_request(store: _Store, service: str, where: str) -> tuple[float, float]:
+    """Spans of ``service`` matching ``where`` per SERVER span of it, before and during the incident."""
+    during = f"(epoch_ns(Timestamp) >= {store.truth.start_ns})"
+    sql = (
+        f"SELECT {during}, count(*) FILTER (WHERE {where}) / count(*) FILTER (WHERE SpanKind = 'Server') "
+        "FROM otel_traces WHERE ServiceName = ? GROUP BY ALL"
+    )
+    got = dict(store.rows(sql, [service]))
+    return float(got[False]), float(got[True])
+
+
+@pytest.mark.parametrize("target", ["inventory-service", "checkout-service"])
+def test_n_plus_one_rollout_multiplies_queries_per_request(fault_store: Any, target: str) -> None:
+    store = fault_store("n-plus-one", target)
+    before, during = _server_stats(store, target)
+    assert len(before[3]) == 1 and len(during[3]) == 1 and before[3] != during[3], "a new service.version"
+    queries_before, queries_during = _per_request(store, target, "attr(SpanAttributes, 'db.system') = 'postgresql'")
+    assert queries_during > 5 * queries_before
+    assert during[2] > 1.15 * before[2], "slower"
+    assert during[1] < 0.15, "no error burst (checkout sees a few baseline errors in a small sample)"
+    # The repeated statement is one identical query per item, in sequence under the same parent.
+    (repeats,) = store.rows(
+        "SELECT max(n) FROM (SELECT ParentSpanId, count(*) n FROM otel_traces WHERE ServiceName = ? "
+        "AND epoch_ns(Timestamp) >= ? AND attr(SpanAttributes, 'db.system') = 'postgresql' "
+        "GROUP BY ParentSpanId, attr(SpanAttributes, 'db.statement'))",
+        [target, store.truth.start_ns],
+    )[0]
+    assert repeats >= 10
+
+
+def _cache_counts(store: _Store, service: str) -> dict[tuple[str, bool], float]:
+    """Cache lookups of ``service`` (metric name, during the incident) -> increase of the cumulative counters."""
+    sql = (
+        "SELECT MetricName, d, sum(hi - lo) FROM (SELECT MetricName, epoch_ns(TimeUnix) >= ? AS d, "
+        "ResourceAttributes, Attributes, max(Value) hi, min(Value) lo FROM otel_metrics_sum "
+        "WHERE ServiceName = ? AND MetricName IN ('cache.hits', 'cache.misses') GROUP BY ALL) GROUP BY ALL"
+    )
+    return {(name, d): float(n) for name, d, n in store.rows(sql, [store.truth.start_ns, service])}
+
+
+@pytest.mark.parametrize("target", ["catalog-service", "auth-service"])
+def test_cache_collapse_drops_the_hit_ratio_and_sends_requests_to_the_database(fault_store: Any, target: str) -> None:
+    store = fault_store("cache-collapse", target)
+    counts = _cache_counts(store, target)
+
+    def ratio(d: bool) -> float:
+        return counts[("cache.hits", d)] / (counts[("cache.hits", d)] + counts[("cache.misses", d)])
+
+    assert ratio(False) > 0.75 and ratio(True) < 0.2
+    queries_before, queries_during = _per_request(store, target, "attr(SpanAttributes, 'db.system') = 'postgresql'")
+    assert queries_during > 1.8 * queries_before
+    before, during = _server_stats(store, target)
+    assert during[2] > 1.5 * before[2], "slower"
+    assert before[3] == during[3], "no deploy"
+    misses = store.rows(
+        "SELECT count(*) FROM otel_logs WHERE ServiceName = ? AND Body LIKE 'Cache miss for key %' "
+        "AND epoch_ns(Timestamp) >= ?",
+        [target, store.truth.start_ns],
+    )[0][0]
+    assert misses > during[0] / 2
+
+
+@pytest.mark.parametrize(
+    ("target", "caller"), [("cart-service", "api-gateway"), ("payment-service", "checkout-service")]
+)
+def test_failing_downstream_crash_loops_and_callers_see_refused_connections(
+    fault_store: Any, target: str, caller: str
+) -> None:
+    store = fault_store("failing-downstream", target)
+    before, during = _server_stats(store, target)
+    assert during[1] > 0.08 and during[1] > 5 * max(before[1], 0.005), "the target's own error rate jumps"
+    assert before[3] == during[3], "no deploy"
+    start = store.truth.start_ns
+    refused = store.rows(
+        "SELECT count(*), count(DISTINCT TraceId), min(epoch_ns(Timestamp)) FROM otel_traces "
+        "WHERE ServiceName = ? AND SpanKind = 'Client' AND StatusCode = 'Error' "
+        "AND attr(SpanAttributes, 'server.address') = ? "
+        "AND list_contains(\"Events.Name\", 'exception') AND attr(SpanAttributes, 'error.type') LIKE '%Connect%' "
+        "OR (ServiceName = ? AND attr(SpanAttributes, 'error.type') = '*url.Error' AND SpanKind = 'Client' "
+        "AND attr(SpanAttributes, 'server.address') = ? AND \"Events.Attributes\"::VARCHAR LIKE '%refused%')",
+        [caller, target, caller, target],
+    )[0]
+    assert refused[0] > 10 and refused[2] >= start, "refused connections, only during the incident"
+    assert refused[0] > refused[1], "callers retry"
+    caller_before, caller_during = _server_stats(store, caller)
+    assert caller_during[1] > 3 * max(caller_before[1], 0.005), "callers fail too"
+    logs = [
+        body
+        for (body,) in store.rows(
+            "SELECT Body FROM otel_logs WHERE ServiceName = ? AND TraceId = '' AND epoch_ns(Timestamp) >= ?",
+            [target, start],
+        )
+    ]
+    assert sum("OutOfMemoryError" in b or "out of memory" in b for b in logs) >= 2, "repeated crashes"
+    assert sum(b.startswith("Started ") for b in logs) >= 2, "and restarts"
+
+
+@pytest.mark.parametrize(
+    ("scenario", "target", "exception"),
+    [("deploy-errors", "payment-service", "ArithmeticException"), ("resource-exhaustion", "catalog-service", "Pool")],
+)
+def test_original_faults_follow_their_target(fault_store: Any, scenario: str, target: str, exception: str) -> None:
+    store = fault_store(scenario, target)
+    before, during = _server_stats(store, target)
+    assert during[1] > 3 * max(before[1], 0.01)
+    failed = store.rows(
+        "SELECT DISTINCT ServiceName FROM otel_traces WHERE SpanKind = 'Server' AND epoch_ns(Timestamp) >= ? "
+        "AND StatusCode = 'Error' AND \"Events.Attributes\"::VARCHAR LIKE ?",
+        [store.truth.start_ns, f"%{exception}%"],
+    )
+    assert [r[0] for r in failed] == [target]
 
 
 def test_estimate_items_is_close_to_what_is_generated() -> None:

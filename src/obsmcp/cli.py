@@ -166,8 +166,14 @@ def _print_endpoints(endpoints: dict[str, str], stream: Any) -> None:
 def demo(
     scenario: Annotated[
         str,
-        typer.Option(help="incident to inject: dependency-latency, deploy-errors, resource-exhaustion, none"),
+        typer.Option(
+            help="incident to inject: dependency-latency, deploy-errors, resource-exhaustion, cache-collapse, "
+            "n-plus-one, failing-downstream, none"
+        ),
     ] = "dependency-latency",
+    target: Annotated[
+        str | None, typer.Option(help="root-cause service of the incident [default: the scenario's usual one]")
+    ] = None,
     duration: Annotated[str, typer.Option(help="span of demo time, ending now")] = "2h",
     rate: Annotated[float, typer.Option(help="root requests per second")] = 4.0,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same data)")] = 42,
@@ -184,12 +190,15 @@ def demo(
 
     Prints the MCP URL, the OTLP endpoint and client configs to paste.
     """
-    from obsmcp.demo import SCENARIO_NAMES
+    from obsmcp.demo import SCENARIO_NAMES, scenario_targets
     from obsmcp.timerange import TimeRangeError, parse_duration
 
     configure_logging(log_format)
     if scenario not in SCENARIO_NAMES:
         raise _fail(f"unknown scenario {scenario!r}: choose one of {', '.join(SCENARIO_NAMES)}")
+    if target is not None and target not in scenario_targets(scenario):
+        valid = ", ".join(scenario_targets(scenario)) or "none (it injects no fault)"
+        raise _fail(f"scenario {scenario} cannot target {target!r}: valid targets are {valid}")
     try:
         duration_s = parse_duration(duration) / 1e9
     except TimeRangeError as e:
@@ -212,7 +221,7 @@ def demo(
     except runtime.StoreLockedError:
         raise _fail(runtime.data_dir_in_use_message(settings, runtime.read_owner(settings))) from None
     try:
-        asyncio.run(_demo(rt, scenario, duration_s, rate, seed, serve_after))
+        asyncio.run(_demo(rt, scenario, duration_s, rate, seed, serve_after, target))
     except runtime.PortInUseError as e:
         raise _fail(str(e)) from None
     except KeyboardInterrupt:
@@ -221,13 +230,15 @@ def demo(
         rt.close()
 
 
-async def _demo(rt: Any, scenario: str, duration_s: float, rate: float, seed: int, serve_after: bool) -> None:
+async def _demo(
+    rt: Any, scenario: str, duration_s: float, rate: float, seed: int, serve_after: bool, target: str | None = None
+) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from obsmcp import runtime
     from obsmcp.demo import DemoConfig, estimate_items, generate, scenario_truth, send
 
-    cfg = DemoConfig(duration_s=duration_s, rate=rate, scenario=scenario, seed=seed)
+    cfg = DemoConfig(duration_s=duration_s, rate=rate, scenario=scenario, seed=seed, target=target)
     truth = scenario_truth(cfg)
     async with runtime.running(rt, mcp_http=True, strict_ports=True):
         endpoint = rt.endpoints.get("otlp_http") or rt.endpoints["mcp_url"].removesuffix("/mcp")
@@ -472,6 +483,213 @@ async def _call_tool(
     if failure is not None:
         raise failure
     return None
+
+
+@app.command()
+def patterns(
+    file: Annotated[str, typer.Argument(help="log file, one message per line; - reads stdin")],
+    csv_out: Annotated[
+        bool, typer.Option("--csv", help="one CSV row per input line: line,template_id,template")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", help="templates in the summary")] = 50,
+) -> None:
+    """Mine log messages into templates (<*> marks the variable parts): a summary by count, or --csv."""
+    from obsmcp.tools.patterns import PatternsInputError, run_patterns
+
+    try:
+        run_patterns(file, csv_out=csv_out, limit=limit, out=sys.stdout)
+    except PatternsInputError as e:
+        raise _fail(str(e)) from None
+
+
+eval_app = typer.Typer(
+    name="eval",
+    help="Measure the quality of obsmcp's analysis on labelled data (results committed in bench/results/).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("patterns")
+def eval_patterns(
+    dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="folders of Loghub datasets (<DS>/<DS>_2k.log_structured[_corrected].csv); each is reported "
+            "separately (default: $OBSMCP_SHARED_DATA/loghub, else ../shared/data/loghub)",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON to this file")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="write the report as Markdown")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="a heading per folder, in order (default: the path)")
+    ] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="runs per dataset; msgs/s is the best run")] = 3,
+    baseline: Annotated[
+        bool, typer.Option("--baseline/--no-baseline", help="also run drain3 (default config) as the baseline")
+    ] = True,
+    ground_truth: Annotated[
+        str, typer.Option(help="corrected (Loghub-2.0, falls back to original when absent) or original")
+    ] = "corrected",
+) -> None:
+    """Score the log template miner: GA, FGA, PA, FTA per dataset and on average, against drain3.
+
+    Messages are the `Content` column; the baseline is drain3 (pip install drain3, pinned in the dev extras)
+    with its default configuration. Prints a table per folder and the issue's goals with PASS/MISS.
+    """
+    from obsmcp.evaluation import patterns as ev
+
+    if ground_truth not in ("corrected", "original"):
+        raise _fail("--ground-truth must be corrected or original")
+    truth: ev.GroundTruth = "original" if ground_truth == "original" else "corrected"
+    folders = dirs or [ev.default_loghub_dir()]
+    if label and len(label) != len(folders):
+        raise _fail(f"{len(label)} --label values for {len(folders)} folders: give one per folder or none")
+    try:
+        parsers = {"obsmcp": ev.obsmcp_parser()}
+        if baseline:
+            parsers["drain3"] = ev.drain3_parser()
+        suites = [
+            ev.evaluate_suite(
+                folder,
+                parsers,
+                repeat=repeat,
+                ground_truth=truth,
+                label=label[i] if label else None,
+                progress=lambda line: typer.echo(line, err=True),
+            )
+            for i, folder in enumerate(folders)
+        ]
+    except ev.EvalError as e:
+        raise _fail(str(e)) from None
+    report = ev.EvalReport(suites, repeat, truth, ev.command_line())
+    text = ev.render_report(report)
+    typer.echo(text)
+    for path, content in ((json_out, json.dumps(report.to_dict(), indent=2) + "\n"), (markdown, text + "\n")):
+        if path is not None:
+            try:
+                path.write_text(content, encoding="utf-8")
+            except OSError as e:
+                raise _fail(f"cannot write {path}: {e.strerror}") from None
+
+
+@eval_app.command("investigate")
+def eval_investigate(
+    scenarios: Annotated[int, typer.Option(min=1, help="incident scenarios to generate (six fault types cycle)")] = 36,
+    fault: Annotated[
+        list[str] | None, typer.Option("--fault", help="only these fault types (repeatable)")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON to this file")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="write the report as Markdown")] = None,
+) -> None:
+    """Score `investigate`: generate incident scenarios with a known root cause (dependency latency, error
+    burst after a deploy, resource exhaustion, cache collapse, N+1 regression, failing downstream) across
+    services and seeds, call investigate on each with no arguments, and report AC@1, AC@3 and answer size."""
+    from obsmcp.evaluation import investigate as ev
+
+    faults = tuple(fault) if fault else ev.FAULT_TYPES
+    unknown = [f for f in faults if f not in ev.FAULT_TYPES]
+    if unknown:
+        raise _fail(f"unknown fault type(s) {', '.join(unknown)}: choose from {', '.join(ev.FAULT_TYPES)}")
+    cases = ev.scenarios(scenarios, faults)
+
+    def progress(r: ev.CaseResult) -> None:
+        mark = {1: "rank 1"}.get(r.rank or 0, f"rank {r.rank}" if r.rank else "MISSED")
+        typer.echo(f"{r.case.name:45s} {mark:7s} {', '.join(r.ranked[:3])}  ({r.seconds:.2f} s)", err=True)
+
+    report = ev.run(cases, progress)
+    text = ev.markdown(report, _git_commit())
+    typer.echo(text)
+    for path, content in ((json_out, json.dumps(report.to_json(), indent=2) + "\n"), (markdown, text)):
+        if path is not None:
+            try:
+                path.write_text(content, encoding="utf-8")
+            except OSError as e:
+                raise _fail(f"cannot write {path}: {e.strerror}") from None
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+@app.command()
+def chart(
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write")],
+    metric: Annotated[str | None, typer.Option("--metric", help="metric to draw (kind series)")] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", help="service to draw (kinds red, latency_histogram)")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="series | red | latency_histogram [default: series with --metric, else red]"),
+    ] = None,
+    start: Annotated[str | None, typer.Option(help='range start: "2h", "now-2h" or ISO-8601 [1h ago]')] = None,
+    end: Annotated[str | None, typer.Option(help='range end: "now" or ISO-8601 [now]')] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Draw a chart into a PNG file: a metric's series, or a service's RED panel or latency histogram, with
+    anomalies shaded and SLO thresholds drawn (the render_chart tool). Prints where it wrote and what it shows.
+
+    Example: obsmcp chart --service checkout --kind red -o checkout.png
+    """
+    configure_logging("console", level="warning")
+    if not metric and not service:
+        raise _fail("say what to draw: --metric NAME (a series) or --service NAME (--kind red or latency_histogram)")
+    if output.suffix.lower() != ".png":
+        raise _fail(f"{output} does not end in .png: the chart is a PNG image")
+    if not output.parent.is_dir():
+        raise _fail(f"{output.parent} is not a directory: create it or write elsewhere")
+    args: dict[str, Any] = {"kind": kind or ("series" if metric else "red")}
+    for key, value in (("metric", metric), ("service", service), ("start", start), ("end", end)):
+        if value:
+            args[key] = value
+    settings = _settings(config, data_dir=data_dir)
+    text, png = asyncio.run(_draw_chart(settings, args))
+    if png is None:
+        raise _fail(text, 1)
+    output.write_bytes(png)
+    typer.echo(f"wrote {output} ({len(png) / 1024:.0f} KB PNG)")
+    typer.echo(text)
+
+
+async def _draw_chart(settings: Settings, args: dict[str, Any]) -> tuple[str, bytes | None]:
+    """(text, PNG) from render_chart, in-process or through the server that owns the store; PNG None on error."""
+    import base64
+
+    from mcp import Client
+    from mcp.types import ImageContent, TextContent
+
+    from obsmcp import runtime
+
+    rt = None
+    try:
+        rt = runtime.Runtime.open(settings)
+        target: Any = rt.mcp
+    except runtime.StoreLockedError:
+        owner = runtime.read_owner(settings)
+        if not owner or not owner.get("mcp_url"):
+            return runtime.data_dir_in_use_message(settings, owner), None
+        target = owner["mcp_url"]
+    try:
+        async with Client(target) as client:
+            r = await client.call_tool("render_chart", args)
+    finally:
+        if rt is not None:
+            rt.close()
+    text = "\n".join(c.text for c in r.content if isinstance(c, TextContent))
+    images = [c for c in r.content if isinstance(c, ImageContent)]
+    if r.is_error or not images:
+        return text or "render_chart returned no image", None
+    return text, base64.b64decode(images[0].data)
 
 
 def main() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +24,102 @@ class ConfigError(ValueError):
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("obsmcp", appauthor=False))
+
+
+# -- SLOs as code ---------------------------------------------------------------------------------------------
+
+SLI_KINDS = ("availability", "latency", "error_rate")
+_WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|d|w)\s*$", re.IGNORECASE)
+_WINDOW_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class SLOConfig(BaseModel):
+    """One service level objective, as written in the config file's `[[slos]]` tables.
+
+    availability: share of requests (entry spans: server spans or roots) that did not fail on the server
+    (span status Error or HTTP status >= 500); latency: share of requests faster than `threshold_ms`;
+    error_rate: share of all the service's spans (server, client, internal, messaging) without error status,
+    so failing downstream calls count even when the request itself recovered.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="unique name, e.g. checkout-availability")
+    service: str = Field(min_length=1, description="service.name the SLO applies to")
+    sli: Literal["availability", "latency", "error_rate"] = Field(description="what counts as a good event")
+    objective: float = Field(description="percent of good events, e.g. 99.9 (above 0, below 100)")
+    window: str = Field("30d", description="compliance window, e.g. 30d, 28d, 7d")
+    threshold_ms: float | None = Field(None, gt=0, description="latency: a request is good when at most this long")
+    operation: str | None = Field(None, description="only entry spans with this span name, e.g. 'POST /checkout'")
+    source: Literal["spans", "metric"] = Field("spans", description="spans (entry spans) or metric")
+    metric: str | None = Field(None, description="source=metric: histogram (latency) or counter name")
+    good_metric: str | None = Field(None, description="source=metric: counter of good events")
+    total_metric: str | None = Field(None, description="source=metric: counter of all events")
+
+    @field_validator("objective")
+    @classmethod
+    def _objective(cls, v: float) -> float:
+        if not 0 < v < 100:
+            raise ValueError(f"{v:g} is not a percentage of good events: use a value above 0 and below 100, e.g. 99.9")
+        return v
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        m = _WINDOW.match(v)
+        if not m or float(m.group(1)) <= 0:
+            raise ValueError(f"{v!r} is not a window: write a number and a unit (m, h, d, w), e.g. '30d'")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SLOConfig:
+        if self.sli == "latency" and self.threshold_ms is None:
+            raise ValueError("threshold_ms is required when sli = 'latency' (a request is good when faster)")
+        if self.sli != "latency" and self.threshold_ms is not None:
+            raise ValueError(f"threshold_ms applies to sli = 'latency' only; remove it for sli = {self.sli!r}")
+        if self.source == "metric":
+            pair = self.good_metric is not None, self.total_metric is not None
+            if pair[0] != pair[1]:
+                raise ValueError("good_metric and total_metric go together: give both counters, or metric=")
+            if self.metric is None and not all(pair):
+                raise ValueError(
+                    "source = 'metric' needs metric = '<histogram>' (e.g. http.server.request.duration) "
+                    "or good_metric and total_metric (counters)"
+                )
+            if self.metric is not None and all(pair):
+                raise ValueError("give either metric or good_metric/total_metric, not both")
+            if self.metric is not None and self.sli == "error_rate":
+                raise ValueError(
+                    "a histogram metric gives latency or availability (HTTP status >= 500 is bad); for "
+                    "error_rate give good_metric and total_metric (counters)"
+                )
+            if self.operation is not None:
+                raise ValueError("operation filters entry spans: it needs source = 'spans'")
+        elif self.metric or self.good_metric or self.total_metric:
+            raise ValueError("metric/good_metric/total_metric need source = 'metric'")
+        return self
+
+    @property
+    def window_s(self) -> float:
+        m = _WINDOW.match(self.window)
+        assert m is not None  # validated above
+        return float(m.group(1)) * _WINDOW_S[m.group(2).lower()]
+
+    @property
+    def target(self) -> float:
+        """The objective as a fraction (99.9 -> 0.999)."""
+        return self.objective / 100.0
+
+
+def default_slos(service: str) -> list[SLOConfig]:
+    """The SLOs a service gets when the config defines none for it (issue 7): availability 99.9%,
+    p95 < 2 s (95% of requests faster than 2 s), p99 < 5 s, error rate < 0.1%, over 30 days."""
+    return [
+        SLOConfig(name="availability", service=service, sli="availability", objective=99.9),
+        SLOConfig(name="latency-p95", service=service, sli="latency", objective=95.0, threshold_ms=2000.0),
+        SLOConfig(name="latency-p99", service=service, sli="latency", objective=99.0, threshold_ms=5000.0),
+        SLOConfig(name="error-rate", service=service, sli="error_rate", objective=99.9),
+    ]
 
 
 class Settings(BaseSettings):
@@ -59,6 +156,39 @@ class Settings(BaseSettings):
     )
     sql_max_rows: int = Field(500, ge=1, description="row cap of query_sql")
     redact_secrets: bool = Field(True, description="redact secrets in telemetry text before it leaves")
+    slos: list[SLOConfig] = Field(
+        default_factory=list,
+        description="SLOs as code ([[slos]] tables, or JSON in OBSMCP_SLOS); services without any get defaults",
+    )
+
+    slo_alert_min_bad_events: int = Field(
+        10,
+        ge=0,
+        description="a burn-rate alert needs this many bad events in its long window (low-traffic guard)",
+    )
+
+    @field_validator("slos", mode="before")
+    @classmethod
+    def _slos(cls, v: Any) -> Any:
+        """Validate each SLO alone so the error names the SLO and its field, not a list index."""
+        if not isinstance(v, list):
+            return v
+        out: list[SLOConfig] = []
+        for i, item in enumerate(v):
+            if isinstance(item, SLOConfig):
+                out.append(item)
+                continue
+            name = item.get("name") if isinstance(item, dict) else None
+            label = f"SLO {name!r}" if name else f"SLO #{i + 1} (no name)"
+            try:
+                out.append(SLOConfig.model_validate(item))
+            except ValidationError as e:
+                raise ValueError(f"{label}: {_explain_slo(e)}") from None
+        names = [s.name for s in out]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"SLO names must be unique: {', '.join(dup)} appear more than once")
+        return out
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -111,10 +241,29 @@ def _settings_class(config_file: Path | None) -> type[Settings]:
     return FileSettings
 
 
+def _explain_slo(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown field {field!r} (valid fields: {', '.join(SLOConfig.model_fields)})")
+        elif e["type"] == "missing":
+            parts.append(f"field {field!r} is required")
+        else:
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            parts.append(f"field {field!r}: {msg}" if field else msg)
+    return "; ".join(parts)
+
+
 def _explain(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(settings)"
+        if key == "slos":
+            # The SLO validator's message already names the SLO and its field.
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            parts.append(f"slos (the config file's [[slos]] tables or OBSMCP_SLOS as JSON): {msg}")
+            continue
         env = f"OBSMCP_{key.upper()}"
         if e["type"] == "extra_forbidden":
             parts.append(f"unknown setting {key!r}: remove it (valid keys: {', '.join(Settings.model_fields)})")

@@ -22,10 +22,17 @@ from obsmcp import __version__
 from obsmcp.result import CursorError, tool_result
 from obsmcp.store.database import QueryTimeoutError, StoreError
 from obsmcp.timerange import TimeRangeError
+from obsmcp.tools import anomalies as anomalies_tool
+from obsmcp.tools import bottlenecks as bottlenecks_tool
+from obsmcp.tools import charts as charts_tool
 from obsmcp.tools import errors as errors_tool
+from obsmcp.tools import investigate as investigate_tool
 from obsmcp.tools import logs as logs_tool
 from obsmcp.tools import metrics as metrics_tool
+from obsmcp.tools import patterns as patterns_tool
+from obsmcp.tools import service_map as service_map_tool
 from obsmcp.tools import services as services_tool
+from obsmcp.tools import slo as slo_tool
 from obsmcp.tools import sql as sql_tool
 from obsmcp.tools import traces as traces_tool
 from obsmcp.tools.context import ToolContext, ToolInputError
@@ -83,6 +90,26 @@ async def _run(name: str, fn: Callable[[], tuple[BaseModel, str]]) -> CallToolRe
 
 def build_server(ctx: ToolContext) -> MCPServer[Any]:
     mcp: MCPServer[Any] = MCPServer("obsmcp", version=__version__, instructions=INSTRUCTIONS)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def investigate(
+        service: Annotated[
+            str | None, Field(description="a service to start from (the origin is often downstream of it)")
+        ] = None,
+        trace_id: Annotated[str | None, Field(description="a trace that shows the problem")] = None,
+        alert: Annotated[str | None, Field(description="the alert or symptom text, e.g. 'checkout p95 > 2s'")] = None,
+        start: Start = None,
+        end: End = None,
+        max_tokens: MaxTokens = None,
+    ) -> Annotated[CallToolResult, investigate_tool.InvestigateResult]:
+        """Call this first when something is wrong (or to check that nothing is). Every argument is optional:
+        with none it examines the whole system over the last hour. Finds the incident's onset and ranks
+        root-cause suspects (service, operation, score, evidence: own latency, where errors start, deploys,
+        top errors), lists the impacted services, and suggests the next tool calls."""
+        return await _run(
+            "investigate",
+            lambda: investigate_tool.investigate(ctx, service, trace_id, alert, start, end, max_tokens),
+        )
 
     @mcp.tool(annotations=READ_ONLY)
     async def list_services(
@@ -248,6 +275,131 @@ def build_server(ctx: ToolContext) -> MCPServer[Any]:
         """Read-only SQL (DuckDB dialect) over the telemetry tables otel_logs, otel_traces and
         otel_metrics_{gauge,sum,histogram,exponential_histogram,summary}. Anything but one SELECT is refused."""
         return await _run("query_sql", lambda: sql_tool.query_sql(ctx, sql, limit, max_tokens))
+
+    @mcp.tool(annotations=READ_ONLY, description=slo_tool.TOOL_DESCRIPTION)
+    async def slo_report(
+        service: Annotated[
+            str | None, Field(description="service name (partial resolves); default: every service, worst first")
+        ] = None,
+        start: Start = None,
+        end: Annotated[str | None, Field(description='burn windows end here: "now" (default), or ISO-8601')] = None,
+        max_tokens: MaxTokens = None,
+    ) -> Annotated[CallToolResult, slo_tool.SLOReport]:
+        return await _run("slo_report", lambda: slo_tool.slo_report(ctx, service, start, end, max_tokens))
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def log_patterns(
+        service: Service = None,
+        min_severity: Annotated[str | None, Field(description="trace|debug|info|warn|error|fatal")] = None,
+        start: Start = None,
+        end: End = None,
+        baseline: Annotated[
+            str | None,
+            Field(
+                description="'previous' (default: the same length just before start), a shift like '1d' "
+                "(the same window a day earlier), or 'none'"
+            ),
+        ] = None,
+        limit: Annotated[int, Field(description="patterns to list (1-200)")] = 20,
+        max_tokens: MaxTokens = None,
+    ) -> Annotated[CallToolResult, patterns_tool.LogPatternsResult]:
+        """Log messages mined into templates (<*> marks variable parts) with count, share, severity and an
+        example, and which patterns are new or rising against a baseline window. New and rising come first."""
+        return await _run(
+            "log_patterns",
+            lambda: patterns_tool.log_patterns(ctx, service, min_severity, start, end, baseline, limit, max_tokens),
+        )
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def find_bottlenecks(
+        service: Service = None,
+        operation: Annotated[
+            str | None, Field(description="substring of the entry span name, e.g. 'POST /checkout'")
+        ] = None,
+        start: Start = None,
+        end: End = None,
+        baseline: Annotated[
+            str | None,
+            Field(
+                description="compare with: a length before start ('1h'), 'START/END', or 'none'; default: the "
+                "same length just before start"
+            ),
+        ] = None,
+        max_tokens: MaxTokens = None,
+    ) -> Annotated[CallToolResult, bottlenecks_tool.FindBottlenecksResult]:
+        """Where slow requests (above the p90) spend their time: their critical paths aggregated by service and
+        operation, ranked by share of latency, each with its change against a baseline window; plus N+1 calls
+        (the same call repeated one after another) and serial calls that could run concurrently. Without a
+        service it looks at the system's entry requests."""
+        return await _run(
+            "find_bottlenecks",
+            lambda: bottlenecks_tool.find_bottlenecks(ctx, service, operation, start, end, baseline, max_tokens),
+        )
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def service_map(
+        service: Annotated[
+            str | None, Field(description="only this service's callers (upstream) and callees (downstream)")
+        ] = None,
+        start: Start = None,
+        end: End = None,
+        baseline: Annotated[
+            str | None, Field(description="also show each edge in this window: '1h' (before start) or 'START/END'")
+        ] = None,
+        max_tokens: MaxTokens = None,
+    ) -> Annotated[CallToolResult, service_map_tool.ServiceMapResult]:
+        """Dependencies from traces: caller -> callee edges (services, databases, caches, external APIs) with
+        calls/s, error rate and p95 latency as the caller sees it, one line per edge."""
+        return await _run(
+            "service_map", lambda: service_map_tool.service_map(ctx, service, start, end, baseline, max_tokens)
+        )
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def detect_anomalies(
+        service: Annotated[
+            str | None, Field(description="only this service's RED series; default: every service")
+        ] = None,
+        metric: Annotated[
+            str | None, Field(description="also check this metric (list_metrics), per service, default aggregation")
+        ] = None,
+        start: Start = None,
+        end: End = None,
+        max_tokens: MaxTokens = None,
+    ) -> Annotated[CallToolResult, anomalies_tool.DetectAnomaliesResult]:
+        """Spikes, dips and level shifts (change points) in each service's request rate, error rate and p95
+        (entry spans) and optionally a metric, ranked by score, each with start, end, value, the baseline it breaks,
+        ratio and robust z. Baseline: the same time 24 h earlier when there is data then (daily seasonality), else
+        the window just before start, else the range's median; robust to noise (median/MAD, minimum magnitudes)."""
+        return await _run(
+            "detect_anomalies",
+            lambda: anomalies_tool.detect_anomalies(ctx, service, metric, start, end, max_tokens),
+        )
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def render_chart(
+        metric: Annotated[str | None, Field(description="kind=series: the metric to draw (list_metrics)")] = None,
+        service: Service = None,
+        kind: Annotated[
+            str,
+            Field(
+                description="series (a metric, one line per service) | red (a service's rate, error rate, p95 "
+                "stacked) | latency_histogram (a service's entry-span durations)"
+            ),
+        ] = "series",
+        start: Start = None,
+        end: End = None,
+    ) -> Annotated[CallToolResult, charts_tool.ChartResult]:
+        """A PNG chart (image content, ~900x600) with anomalies shaded and SLO latency thresholds dashed, plus a
+        short text of what is drawn and its key numbers."""
+        png: list[bytes] = []
+
+        def draw() -> tuple[BaseModel, str]:
+            model, text, image = charts_tool.render_chart(ctx, metric, service, kind, start, end)
+            png.append(image)
+            return model, text
+
+        result = await _run("render_chart", draw)
+        return charts_tool.image_result(result, png[0])
 
     @mcp.resource("obsmcp://schema", name="schema", description="DDL of the telemetry tables", mime_type="text/plain")
     def schema_resource() -> str:

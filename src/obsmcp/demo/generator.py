@@ -45,7 +45,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from obsmcp.demo.scenarios import Incident, Pressure, check_scenario_name, make_incident, scenario_truth
+from obsmcp.demo.scenarios import Incident, Pressure, check_target, make_incident, scenario_truth
 from obsmcp.demo.topology import (
     JOURNEYS,
     LOG_ATTRIBUTE_NAMES,
@@ -67,6 +67,9 @@ from obsmcp.demo.topology import (
     ServiceDef,
     Step,
     Work,
+    connect_error,
+    connect_message,
+    pod_address,
     render_stacktrace,
     upstream_error,
     upstream_message,
@@ -88,9 +91,11 @@ class DemoConfig:
     end_ns: int | None = None  # default: now
     incident_start_before_end_s: float = 1800.0
     incident_duration_s: float | None = None  # default: until the end
+    # The root-cause service (see scenario_targets); default: the scenario's usual one.
+    target: str | None = None
 
     def __post_init__(self) -> None:
-        check_scenario_name(self.scenario)
+        check_target(self.scenario, self.target)
         if self.end_ns is None:
             # Pinned once, so scenario_truth(cfg) and generate(cfg) agree on the window.
             object.__setattr__(self, "end_ns", time.time_ns())
@@ -277,6 +282,7 @@ _LOG_DURATION_MS = _LOG_ATTR + _varint(len(_DURATION_KEY) + 11) + _DURATION_KEY 
 # --- the running system ----------------------------------------------------------------------------------------
 
 _SERVER, _CLIENT, _DB, _CACHE, _INTERNAL = range(5)
+SERVICE_PORTS = {s.name: s.port for s in SERVICES}
 _SEVERITIES = {"DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17}
 _OUTLIER_P = 0.002  # slow outliers: GC pauses, noisy neighbours, cold caches
 _SLOW_QUERY_NS = 250 * _MS
@@ -360,6 +366,7 @@ class _Replica:
         self.spans: list[list[bytes]] = [[] for _ in service.scopes]
         self.logs: list[bytes] = []
         self.metrics = _ReplicaMetrics(defn, start_ns, rng)
+        self.per_item_queries = False  # runs the version that queries item by item (n-plus-one)
 
 
 class _Trace:
@@ -416,6 +423,12 @@ class _ClientOutcome:
         self.timeout_ns = int(timeout_ms * _MS)
         self.timeout_error = upstream_error(language, timeout=True)
         self.timeout_type = _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, self.timeout_error.type)
+        self.connect_error = connect_error(language)
+        self.connect_type = _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, self.connect_error.type)
+
+    def refused(self, end: int, method: str, url: str, address: str) -> tuple[bytes, bytes]:
+        message = connect_message(self.language, url, method, address)
+        return self.connect_type, _error_tail(self.connect_error, message, end)
 
     def attrs_and_tail(self, status: int, end: int, method: str, url: str) -> tuple[bytes, bytes]:
         """Attributes to add and the span's event/status tail for ``status`` (0: timed out at ``end``)."""
@@ -427,8 +440,14 @@ class _ClientOutcome:
         return _HTTP_STATUS[status], b""
 
 
+# Statuses below 100 are failures without an HTTP answer.
+_TIMED_OUT = 0
+_REFUSED = 1  # nothing listens at the callee's address (its process is down)
+_CONNECT_ATTEMPTS = 3  # HTTP clients retry refused connections: the request never reached the server
+
+
 def _failed(status: int) -> bool:
-    return status == 0 or status >= 400
+    return status < 100 or status >= 400
 
 
 def _pick(rng: Random, lines: list[_LogLine]) -> list[_LogLine]:
@@ -492,7 +511,9 @@ class _CallStep:
         )
         self.debug = service.severity["DEBUG"]
         self.info = service.severity["INFO"]
+        self.warn = service.severity["WARN"]
         self.httpx = service.defn.language.name == "python"
+        self.address = f"{pod_address(callee.service.name)}:{callee.service.defn.port}"
 
     def run(self, eng: _Engine, t: int, tr: _Trace, parent: bytes, rep: _Replica) -> tuple[int, int]:
         rng = eng.rng
@@ -500,6 +521,25 @@ class _CallStep:
             return t, 200
         sid = eng.span_id()
         served_until, status = eng.serve(self.callee, t + eng.hop(), tr, sid)
+        attempt = 1
+        while status == _REFUSED:
+            # Nothing listens there: the attempt fails within a round trip, and the client retries after a
+            # backoff, each attempt a span of its own.
+            end = t + 2 * eng.hop()
+            url = self.base_url + self.callee.url_path(tr.ctx)
+            attrs, tail = self.outcome.refused(end, self.method, url, self.address)
+            head = self.static_attrs + _str_attr(_SPAN_ATTR, _K_URL_FULL, url) + attrs
+            eng.span(rep.spans[_CLIENT], tr, sid, parent, self.head, t, end, head, tail)
+            if attempt >= _CONNECT_ATTEMPTS:
+                eng.failure = _Failure(self.callee.service.name, self.method, url, _REFUSED, self.outcome.timeout_ms)
+                return end, _REFUSED
+            retry = f"retrying ({attempt}/{_CONNECT_ATTEMPTS - 1})"
+            text = f"Connection refused by {self.address} for {self.method} {url}; {retry}"
+            eng.log(rep, tr, sid, end, self.warn, text)
+            t = end + int(rng.uniform(50, 150) * attempt * _MS)
+            attempt += 1
+            sid = eng.span_id()
+            served_until, status = eng.serve(self.callee, t + eng.hop(), tr, sid)
         end = served_until + eng.hop()
         if end - t > self.outcome.timeout_ns:
             # The caller gives up; the callee's span carries on past its parent's end, as it does for real.
@@ -532,6 +572,8 @@ class _CallStep:
 class _QueryStep:
     def __init__(self, query: Query, service: _Service) -> None:
         self.service = service
+        # The statements a version that loops over items runs instead (the n-plus-one incident).
+        self.per_item = _QueryStep(query.per_item, service) if query.per_item else None
         self.p = query.p
         self.repeat = query.repeat
         self.mu = math.log(query.median_ms * _MS)
@@ -557,6 +599,8 @@ class _QueryStep:
 
     def run(self, eng: _Engine, t: int, tr: _Trace, parent: bytes, rep: _Replica) -> tuple[int, int]:
         rng = eng.rng
+        if self.per_item is not None and rep.per_item_queries:
+            return self.per_item.run(eng, t, tr, parent, rep)
         if self.p < 1.0 and rng.random() >= self.p:
             return t, 200
         lo, hi = self.repeat
@@ -615,6 +659,7 @@ class _CacheGetStep:
         self.lookup = _CacheOpStep(CacheOp(get.command, get.key))
         self.fill = _CacheOpStep(CacheOp(get.fill_command, get.key, 0.7))
         self.on_miss = on_miss
+        self.service = service
         self.info = service.severity["INFO"]
         self.debug = service.severity["DEBUG"]
         self.key_attr = _key(LOG_ATTRIBUTE_NAMES["key"])
@@ -623,7 +668,10 @@ class _CacheGetStep:
         rng = eng.rng
         key = self.key.format_map(tr.ctx)
         t = self.lookup.run_key(eng, t, tr, parent, rep, key)
-        hit = rng.random() < self.hit_ratio
+        ratio = self.hit_ratio
+        if self.service.culprit and eng.incident_start <= t < eng.incident_end:
+            ratio = eng.incident.cache_hit_ratio(ratio, t)
+        hit = rng.random() < ratio
         rep.metrics.record_cache(self.cache, hit)
         # The log is the application's, so it belongs to the span doing the lookup.
         if hit:
@@ -989,7 +1037,7 @@ class _Engine:
         self.end_ns = cfg.end_ns
         self.start_ns = cfg.end_ns - int(cfg.duration_s * _NS)
         self.truth = scenario_truth(cfg)
-        self.incident: Incident = make_incident(self.truth)
+        self.incident: Incident = make_incident(self.truth, cfg.seed)
         self.incident_start = self.truth.start_ns
         self.incident_end = self.truth.end_ns
         self.services = [_Service(d, d.name == self.truth.root_cause_service) for d in SERVICES]
@@ -1005,6 +1053,7 @@ class _Engine:
         self.pending_metrics: list[ResourceMetrics] = []
         self.pending_points = 0
         self.snapshot_points = 0  # in the latest snapshot
+        self.last_snapshot = self.start_ns
 
     # -- setup
 
@@ -1029,6 +1078,8 @@ class _Engine:
                     _Replica(svc, pod, new_version, self.incident_start - int(rng.uniform(5, 40) * _NS), rng)
                     for pod in pods
                 ]
+                for rep in svc.incident_replicas:
+                    rep.per_item_queries = self.incident.per_item_queries
 
     def _compile_routes(self) -> dict[str, _Route]:
         by_name = {s.name: s for s in self.services}
@@ -1154,10 +1205,15 @@ class _Engine:
         rng = self.rng
         svc = r.service
         replicas, delay, fault = svc.replicas, 0, None
+        index = 0 if len(svc.replicas) == 1 else int(rng.random() * len(svc.replicas))
         if svc.culprit and self.incident_start <= start < self.incident_end:
             replicas = svc.incident_replicas
-            delay, fault = self.incident.route_effect(r.key, start, rng)
-        rep = replicas[0] if len(replicas) == 1 else replicas[int(rng.random() * len(replicas))]
+            routed = self.incident.route_to(index, start)
+            if routed is None:
+                return start, _REFUSED
+            index = routed
+            delay, fault = self.incident.route_effect(r.key, index, start, rng)
+        rep = replicas[index]
         sid = self.span_id()
         own = rng.lognormvariate(r.mu, r.sigma)
         if rng.random() < _OUTLIER_P:
@@ -1207,7 +1263,7 @@ class _Engine:
             return fault.status, _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, fault.type), _error_tail(fault, message, end)
         if failure is None:
             return self._rejection(r, rep, tr, sid, start, end, status), b"", b""
-        if status == 0 or status >= 500:
+        if _failed(status) and (status < 100 or status >= 500):
             return self._upstream_failure(rep, tr, sid, end, failure)
         return status, b"", b""  # a 4xx from downstream is passed on as is
 
@@ -1230,10 +1286,18 @@ class _Engine:
     ) -> tuple[int, bytes, bytes]:
         """``_conclude`` for a request failed by a downstream call."""
         lang = rep.service.defn.language
-        timed_out = failure.status == 0
+        timed_out = failure.status == _TIMED_OUT
+        call = f"{failure.method} {failure.url}"
+        if failure.status == _REFUSED:
+            kind = connect_error(lang)
+            address = f"{pod_address(failure.target)}:{SERVICE_PORTS[failure.target]}"
+            message = connect_message(lang, failure.url, failure.method, address)
+            text = f"Call to {failure.target} failed after {_CONNECT_ATTEMPTS} attempts: connection refused: {call}"
+            self.log(rep, tr, sid, end, rep.service.severity["ERROR"], text, _exception_log_attrs(kind, message))
+            status = 502 if rep.service.defn.gateway else 500
+            return status, _str_attr(_SPAN_ATTR, _K_ERROR_TYPE, kind.type), _error_tail(kind, message, end)
         kind = upstream_error(lang, timeout=timed_out)
         message = upstream_message(lang, failure.url, failure.method, failure.status, failure.timeout_ms)
-        call = f"{failure.method} {failure.url}"
         if timed_out:
             text = f"Timed out after {failure.timeout_ms:.0f}ms calling {failure.target}: {call}"
         else:
@@ -1274,12 +1338,23 @@ class _Engine:
     def snapshot(self, t: int) -> None:
         incident_on = self.incident_start <= t < self.incident_end
         points_before = self.pending_points
+        previous, self.last_snapshot = self.last_snapshot, t
         for svc in self.services:
-            serving = svc.incident_replicas if svc.culprit and incident_on else svc.replicas
-            pressure = self.incident.pressure(t) if svc.culprit and incident_on else Pressure()
-            for rep in serving:
+            culprit_on = svc.culprit and incident_on
+            serving = svc.incident_replicas if culprit_on else svc.replicas
+            for index, rep in enumerate(serving):
                 if not rep.announced:
                     self._announce(rep)
+                pressure = Pressure()
+                if culprit_on:
+                    for event in self.incident.process_events(index, previous, t):
+                        self.process_log(rep, event.t_ns, event.level, event.text)
+                        if event.started:
+                            # A new process: its cumulative metrics start over.
+                            rep.metrics = _ReplicaMetrics(svc.defn, event.t_ns, self.rng)
+                    if self.incident.is_down(index, t):
+                        continue  # a dead process reports nothing
+                    pressure = self.incident.pressure(t, index)
                 metrics, logs = rep.metrics.export(t + 137 * _MS, self.rng, pressure)
                 self.pending_metrics.append(
                     ResourceMetrics(

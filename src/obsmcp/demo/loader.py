@@ -29,9 +29,9 @@ async def load_async(rt: Runtime, cfg: DemoConfig) -> dict[str, int]:
         pending.add(asyncio.create_task(rt.receiver.ingest(req.signal, req.payload, "protobuf")))
         counts[req.signal] += req.items
     if pending:
-        for t in await asyncio.gather(*pending, return_exceptions=True):
-            if isinstance(t, BaseException):
-                raise t
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
     return counts
 
 

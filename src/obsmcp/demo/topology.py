@@ -162,6 +162,9 @@ class Query:
     sigma: float = 0.5
     repeat: tuple[int, int] = (1, 1)  # executed sequentially a random number of times (N+1 fan-out)
     p: float = 1.0
+    # What a version that loops over the items instead of batching runs in this query's place (the
+    # n-plus-one incident): one statement per item, executed ``per_item.repeat`` times in sequence.
+    per_item: Query | None = None
 
 
 @dataclass(frozen=True)
@@ -508,6 +511,36 @@ def upstream_error(language: Language, timeout: bool) -> ErrorKind:
     )
 
 
+_CONNECT_TYPES = {
+    "python": "httpx.ConnectError",
+    "java": "java.net.ConnectException",
+    "go": "*url.Error",
+    "nodejs": "Error",
+}
+
+
+def connect_error(language: Language) -> ErrorKind:
+    """The exception a service of ``language`` records when nothing listens at the callee's address."""
+    return ErrorKind(language, _CONNECT_TYPES[language.name], "", "", _UPSTREAM_FRAMES[language.name], status=502)
+
+
+def pod_address(service: str) -> str:
+    """A stable pod IP for ``service``, for connection errors (which name the address, not the host)."""
+    n = sum(service.encode())
+    return f"10.0.{n % 7}.{n % 250 + 3}"
+
+
+def connect_message(language: Language, url: str, method: str, address: str) -> str:
+    lang = language.name
+    if lang == "python":
+        return "[Errno 111] Connection refused"
+    if lang == "java":
+        return f"Connection refused: {address}"
+    if lang == "go":
+        return f'{method.title()} "{url}": dial tcp {address}: connect: connection refused'
+    return f"connect ECONNREFUSED {address}"
+
+
 def upstream_message(language: Language, url: str, method: str, status: int, timeout_ms: float) -> str:
     lang = language.name
     if status == 0:
@@ -539,7 +572,7 @@ SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef("auth-service", GO, "2.3.1", 1, 8080, 256, 48, 0.02, 0.008, "auth", 10, access_log="structured"),
     ServiceDef("catalog-service", PYTHON, "2.14.0", 2, 8080, 1024, 280, 0.05, 0.03, "catalog", 20, "uvicorn"),
     ServiceDef("inventory-service", JAVA, "4.2.0", 1, 8080, 2048, 760, 0.06, 0.012, "inventory", 20),
-    ServiceDef("cart-service", PYTHON, "1.8.3", 1, 8080, 512, 190, 0.03, 0.02, access_log="uvicorn"),
+    ServiceDef("cart-service", PYTHON, "1.8.3", 1, 8080, 512, 190, 0.03, 0.02, "carts", 10, "uvicorn"),
     ServiceDef("checkout-service", JAVA, "3.6.2", 1, 8080, 2048, 820, 0.06, 0.05, "orders", 20),
     ServiceDef("payment-service", JAVA, "5.0.7", 1, 8080, 1536, 640, 0.05, 0.05, "payments", 10),
 )
@@ -702,7 +735,15 @@ ROUTES: tuple[Route, ...] = (
         "/auth/validate",
         0.8,
         0.3,
-        steps=(CacheOp("GET", "session:{session_id}", 0.5),),
+        steps=(
+            # Sessions live in postgres; redis holds the hot ones.
+            CacheGet(
+                "session:{session_id}",
+                "sessions",
+                0.9,
+                (Query("SELECT", "sessions", "SELECT user_id, expires_at FROM sessions WHERE id = $1", 1.2),),
+            ),
+        ),
         logs=(LogSpec("DEBUG", "Session {session_id} valid for {user_id}", 0.4, 0.9, ("user_id",)),),
         errors=((AUTH_SESSION_DECODE, 0.002),),
         rejections=(Rejection(401, 0.004, LogSpec("WARN", "Session {session_id} expired", at=0.9)),),
@@ -716,6 +757,15 @@ ROUTES: tuple[Route, ...] = (
         steps=(
             Query("SELECT", "users", "SELECT id, password_hash, locked FROM users WHERE email = $1", 1.6),
             Work("bcrypt.verify", 62, 0.12),
+            Query(
+                "SELECT",
+                "permissions",
+                "SELECT p.name FROM permissions p JOIN user_roles ur ON ur.role_id = p.role_id WHERE ur.user_id = $1",
+                1.9,
+                per_item=Query(
+                    "SELECT", "permissions", "SELECT name FROM permissions WHERE role_id = $1", 0.7, 0.4, (12, 36)
+                ),
+            ),
             CacheOp("SETEX", "session:{session_id}", 0.5),
             Query("UPDATE", "users", "UPDATE users SET last_login_at = now() WHERE id = $1", 2.1),
         ),
@@ -780,7 +830,21 @@ ROUTES: tuple[Route, ...] = (
                 "SELECT id, ts_rank(search_vector, q) AS rank FROM products, to_tsquery(%s) q "
                 "WHERE search_vector @@ q ORDER BY rank DESC LIMIT 50",
                 24,
-                0.6,
+                0.8,
+            ),
+            Query(
+                "SELECT",
+                "products",
+                "SELECT id, sku, name, price_cents, currency FROM products WHERE id = ANY(%s)",
+                3.2,
+                per_item=Query(
+                    "SELECT",
+                    "products",
+                    "SELECT id, sku, name, price_cents, currency FROM products WHERE id = %s",
+                    0.9,
+                    0.4,
+                    (20, 50),
+                ),
             ),
             Query("SELECT", "prices", "SELECT amount, currency FROM prices WHERE product_id = %s", 1.4, 0.4, (3, 9)),
             Work("rank_results", 3.5, 0.4),
@@ -795,7 +859,22 @@ ROUTES: tuple[Route, ...] = (
         "/inventory/{sku}",
         "/inventory/{sku}",
         2.2,
-        steps=(Query("SELECT", "stock", "SELECT available, reserved FROM stock WHERE sku = ?", 1.5),),
+        steps=(
+            Query(
+                "SELECT",
+                "stock",
+                "SELECT sum(available), sum(reserved) FROM stock WHERE sku = ?",
+                1.5,
+                per_item=Query(
+                    "SELECT",
+                    "stock",
+                    "SELECT available, reserved FROM stock WHERE sku = ? AND warehouse_id = ?",
+                    0.6,
+                    0.4,
+                    (10, 24),
+                ),
+            ),
+        ),
         logs=(LogSpec("DEBUG", "Stock level for {sku}: {quantity} available", 0.7, 1.0, ("sku",)),),
     ),
     Route(
@@ -826,7 +905,23 @@ ROUTES: tuple[Route, ...] = (
         "/cart",
         "/cart",
         1.5,
-        steps=(CacheGet("cart:{user_id}", "cart", 0.85, command="HGETALL", fill_command="HSET"),),
+        steps=(
+            CacheGet(
+                "cart:{user_id}",
+                "cart",
+                0.85,
+                (
+                    Query(
+                        "SELECT",
+                        "cart_items",
+                        "SELECT sku, quantity, unit_price_cents FROM cart_items WHERE user_id = %s",
+                        1.8,
+                    ),
+                ),
+                command="HGETALL",
+                fill_command="HSET",
+            ),
+        ),
         logs=(LogSpec("DEBUG", "Loaded cart for {user_id}: {items} items", 0.6, 1.0, ("user_id",)),),
         errors=((CART_REDIS_RESET, 0.004),),
     ),
@@ -838,6 +933,13 @@ ROUTES: tuple[Route, ...] = (
         2,
         steps=(
             Call("catalog-service", "GET /products/{product_id}", timeout_ms=3_000),
+            Query(
+                "INSERT",
+                "cart_items",
+                "INSERT INTO cart_items (user_id, sku, quantity) VALUES (%s, %s, %s) "
+                "ON CONFLICT (user_id, sku) DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity",
+                2.1,
+            ),
             CacheOp("HINCRBY", "cart:{user_id}", 0.5),
             CacheOp("EXPIRE", "cart:{user_id}", 0.4),
         ),
@@ -868,6 +970,15 @@ ROUTES: tuple[Route, ...] = (
         steps=(
             Call("cart-service", "GET /cart", timeout_ms=2_000),
             Call("inventory-service", "POST /inventory/reserve", timeout_ms=3_000),
+            Query(
+                "SELECT",
+                "orders",
+                "SELECT count(*), coalesce(sum(total_cents), 0) FROM orders WHERE user_id = ? AND status = 'PAID'",
+                2.4,
+                per_item=Query(
+                    "SELECT", "orders", "SELECT total_cents, status FROM orders WHERE id = ?", 1.4, 0.4, (25, 60)
+                ),
+            ),
             Call("payment-service", "POST /payments", timeout_ms=5_000),
             Query(
                 "INSERT",
@@ -906,6 +1017,27 @@ ROUTES: tuple[Route, ...] = (
         "/payments",
         5,
         steps=(
+            CacheGet(
+                "fx:{currency}",
+                "fx-rates",
+                0.95,
+                (Query("SELECT", "fx_rates", "SELECT rate, updated_at FROM fx_rates WHERE currency = ?", 1.3),),
+            ),
+            Query(
+                "SELECT",
+                "payments",
+                "SELECT amount_cents, status, created_at FROM payments WHERE user_id = ? "
+                "ORDER BY created_at DESC LIMIT 50",
+                2.6,
+                per_item=Query(
+                    "SELECT",
+                    "payments",
+                    "SELECT amount_cents, status, created_at FROM payments WHERE id = ?",
+                    1.4,
+                    0.4,
+                    (25, 60),
+                ),
+            ),
             Work(
                 "fraud.score",
                 14,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from obsmcp.result import ListResult, estimate_tokens, within_budget
 from obsmcp.store.schema import METRIC_TABLES, attributes_dict
 from obsmcp.store.where import Where, col
-from obsmcp.timerange import format_ns, resolve_range
+from obsmcp.timerange import TimeRange, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
 
 AGGREGATIONS = ("avg", "sum", "min", "max", "rate", "increase", "p50", "p90", "p95", "p99", "count")
@@ -156,49 +156,10 @@ def query_metrics(
     if n_buckets > 2000:
         raise ToolInputError(f"step={step} gives {n_buckets} points: use a larger step or a shorter range")
 
-    table = METRIC_TABLES[mtype].name
-    where = Where(ctx.dialect).time("TimeUnix", tr.start_ns, tr.end_ns).add('"MetricName" = ?', metric)
-    if svc:
-        where.add('"ServiceName" = ?', svc)
-    for k, v in (attributes or {}).items():
-        where.attribute(("Attributes", "ResourceAttributes"), k, str(v))
-    value_cols = {
-        "gauge": '"Value"',
-        "sum": '"Value", "AggregationTemporality", "IsMonotonic"',
-        "histogram": '"Count", "Sum", "BucketCounts", "ExplicitBounds", "AggregationTemporality"',
-        "exponential_histogram": '"Count", "Sum", "AggregationTemporality"',
-        "summary": '"Count", "Sum", "ValueAtQuantiles.Quantile", "ValueAtQuantiles.Value"',
-    }[mtype]
-    _, rows = ctx.db.query(
-        f'SELECT "ServiceName", "Attributes", {ctx.dialect.epoch_ns(col("TimeUnix"))}, '
-        f'{value_cols} FROM {table} WHERE {where.sql()} ORDER BY "TimeUnix" LIMIT 2000000',
-        where.params,
-    )
-    if len(rows) >= 2_000_000:
-        notes.append("only the first 2,000,000 points were read: narrow the range or filters")
-
-    # Raw series identity = service + all attributes; output series = the group_by projection.
-    raw: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
-    for r in rows:
-        attrs = attributes_dict(r[1])
-        raw[(r[0], tuple(sorted(attrs.items())))].append(r)
-    grouped: dict[tuple[tuple[str, str], ...], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    hist_acc: dict[tuple[tuple[str, str], ...], dict[int, list[Any]]] = defaultdict(dict)
-    for (svc_name, attr_items), pts in raw.items():
-        labels = _labels(str(svc_name), dict(attr_items), group_keys)
-        for bucket, value in _series_values(mtype, agg, pts, tr.start_ns, step_s, hist_acc, labels):
-            grouped[labels][bucket].append(value)
-
+    buckets_by_labels, read_notes = metric_series(ctx, metric, mtype, agg, svc, attributes, group_keys, tr, step_s)
+    notes.extend(read_notes)
     series: list[Series] = []
-    label_sets = set(grouped) | set(hist_acc)
-    for labels in sorted(label_sets):
-        buckets: dict[int, float | None] = {}
-        if mtype in ("histogram", "exponential_histogram", "summary") and (agg.startswith("p") or agg == "avg"):
-            for b, acc in hist_acc[labels].items():
-                buckets[b] = _hist_stat(acc, agg)
-        else:
-            for b, vals in grouped[labels].items():
-                buckets[b] = _combine(vals, agg, step_s)
+    for labels, buckets in buckets_by_labels:
         points = [
             SeriesPoint(t=format_ns(tr.start_ns + b * step_s * 10**9), v=_round(buckets.get(b)))
             for b in range(n_buckets)
@@ -247,6 +208,68 @@ def query_metrics(
     if not series:
         text += "\nno data points in range: widen the range (start='6h') or check attributes"
     return res, "\n".join([text, *notes])
+
+
+def metric_series(
+    ctx: ToolContext,
+    metric: str,
+    mtype: str,
+    agg: str,
+    svc: str | None,
+    attributes: dict[str, str] | None,
+    group_keys: list[str],
+    tr: TimeRange,
+    step_s: int,
+) -> tuple[list[tuple[tuple[tuple[str, str], ...], dict[int, float | None]]], list[str]]:
+    """A metric as data: per output series (group_by labels, sorted), the aggregated value of each step-second
+    bucket from tr.start (bucket index -> value; absent = no data), and notes on what was cut.
+    Counters become deltas/rates (resets handled), histograms percentiles from their buckets."""
+    notes: list[str] = []
+    table = METRIC_TABLES[mtype].name
+    where = Where(ctx.dialect).time("TimeUnix", tr.start_ns, tr.end_ns).add('"MetricName" = ?', metric)
+    if svc:
+        where.add('"ServiceName" = ?', svc)
+    for k, v in (attributes or {}).items():
+        where.attribute(("Attributes", "ResourceAttributes"), k, str(v))
+    value_cols = {
+        "gauge": '"Value"',
+        "sum": '"Value", "AggregationTemporality", "IsMonotonic"',
+        "histogram": '"Count", "Sum", "BucketCounts", "ExplicitBounds", "AggregationTemporality"',
+        "exponential_histogram": '"Count", "Sum", "AggregationTemporality"',
+        "summary": '"Count", "Sum", "ValueAtQuantiles.Quantile", "ValueAtQuantiles.Value"',
+    }[mtype]
+    _, rows = ctx.db.query(
+        f'SELECT "ServiceName", "Attributes", {ctx.dialect.epoch_ns(col("TimeUnix"))}, '
+        f'{value_cols} FROM {table} WHERE {where.sql()} ORDER BY "TimeUnix" LIMIT 2000000',
+        where.params,
+    )
+    if len(rows) >= 2_000_000:
+        notes.append("only the first 2,000,000 points were read: narrow the range or filters")
+
+    # Raw series identity = service + all attributes; output series = the group_by projection.
+    raw: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    for r in rows:
+        attrs = attributes_dict(r[1])
+        raw[(r[0], tuple(sorted(attrs.items())))].append(r)
+    grouped: dict[tuple[tuple[str, str], ...], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    hist_acc: dict[tuple[tuple[str, str], ...], dict[int, list[Any]]] = defaultdict(dict)
+    for (svc_name, attr_items), pts in raw.items():
+        labels = _labels(str(svc_name), dict(attr_items), group_keys)
+        for bucket, value in _series_values(mtype, agg, pts, tr.start_ns, step_s, hist_acc, labels):
+            grouped[labels][bucket].append(value)
+
+    out: list[tuple[tuple[tuple[str, str], ...], dict[int, float | None]]] = []
+    label_sets = set(grouped) | set(hist_acc)
+    for labels in sorted(label_sets):
+        buckets: dict[int, float | None] = {}
+        if mtype in ("histogram", "exponential_histogram", "summary") and (agg.startswith("p") or agg == "avg"):
+            for b, acc in hist_acc[labels].items():
+                buckets[b] = _hist_stat(acc, agg)
+        else:
+            for b, vals in grouped[labels].items():
+                buckets[b] = _combine(vals, agg, step_s)
+        out.append((labels, buckets))
+    return out, notes
 
 
 def _find_metric(ctx: ToolContext, metric: str, svc: str | None) -> tuple[str, str]:

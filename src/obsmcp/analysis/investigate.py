@@ -1,0 +1,264 @@
+"""Root-cause ranking from trace structure: which service's own work got slower, and where errors start.
+
+The symptoms of an incident spread up the call graph: when payment-service's database slows down, checkout,
+the gateway and the frontend all get slower and some time out. Ranking services by how much worse their
+end-to-end latency or error rate got blames the victims. What separates the origin from the victims is the
+part of the trace each service is responsible for itself:
+
+* exclusive time: the time spent in a service's entry spans minus the time spent waiting on other services
+  it called (each call clipped to the caller's span, so a callee that outlives its caller's timeout does not
+  count twice). A database, cache or external API the service calls is part of the service's own time: it
+  has no spans of its own in the trace, and "payment-service's database is slow" is the answer an on-call
+  engineer wants.
+* error origins: error spans with no error below them. A client span that failed while its callee's span did
+  not (a timeout waiting on a slow callee), or failed with no callee span at all (connection refused) is
+  attributed to the callee.
+
+Both are normalized per trace, so a traffic change does not look like a regression. This module is pure: the
+tool layer fetches per-(bucket, service) sums with one SQL query and passes them here.
+
+References: the exclusive-time / error-origin reasoning is what trace-based RCA methods such as MicroRank and
+TraceRCA build on; the scoring here is deliberately simple and explainable, since its output is read by an
+agent that must be able to check each piece of evidence with another tool call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+MS = 1_000_000
+
+
+@dataclass
+class Cell:
+    """One service in one time bucket (sums over sampled traces)."""
+
+    entry_ns: int = 0  # duration of the service's entry spans (parent absent or in another service)
+    outgoing_ns: int = 0  # time its spans waited on spans of other services (clipped to the caller)
+    entries: int = 0  # entry spans
+    entry_errors: int = 0  # entry spans with error status
+    origins: int = 0  # error origins attributed to this service
+    spans: int = 0  # all spans of the service: its work, in calls (an N+1 multiplies them)
+
+    def add(self, other: Cell) -> None:
+        self.spans += other.spans
+        self.entry_ns += other.entry_ns
+        self.outgoing_ns += other.outgoing_ns
+        self.entries += other.entries
+        self.entry_errors += other.entry_errors
+        self.origins += other.origins
+
+    @property
+    def exclusive_ns(self) -> int:
+        return max(0, self.entry_ns - self.outgoing_ns)
+
+
+@dataclass
+class StructureSeries:
+    """Per-bucket sums: traces (root spans) per bucket and a Cell per (bucket, service)."""
+
+    step_ns: int
+    traces: dict[int, int] = field(default_factory=dict)  # bucket start -> root spans
+    cells: dict[tuple[int, str], Cell] = field(default_factory=dict)
+
+    @property
+    def services(self) -> list[str]:
+        return sorted({s for _, s in self.cells})
+
+    def totals(self, lo: int, hi: int) -> tuple[int, dict[str, Cell]]:
+        """Traces and per-service sums over buckets in [lo, hi)."""
+        traces = sum(n for b, n in self.traces.items() if lo <= b < hi)
+        out: dict[str, Cell] = defaultdict(Cell)
+        for (b, svc), cell in self.cells.items():
+            if lo <= b < hi:
+                out[svc].add(cell)
+        return traces, dict(out)
+
+
+@dataclass
+class ServiceChange:
+    """How one service's own share of the work changed between two periods, per trace."""
+
+    service: str
+    exclusive_ms_before: float
+    exclusive_ms_after: float
+    origins_before: float  # per 1,000 traces
+    origins_after: float
+    origins_z: float  # Poisson z-score of the rise in error origins
+    entry_error_rate_before: float
+    entry_error_rate_after: float
+    entry_ms_before: float  # mean entry-span duration
+    entry_ms_after: float
+    spans_before: float = 0.0  # spans of the service per trace
+    spans_after: float = 0.0
+
+    @property
+    def exclusive_delta_ms(self) -> float:
+        return self.exclusive_ms_after - self.exclusive_ms_before
+
+    @property
+    def spans_delta(self) -> float:
+        return self.spans_after - self.spans_before
+
+    @property
+    def origins_delta(self) -> float:
+        return self.origins_after - self.origins_before
+
+
+@dataclass
+class Ranking:
+    changes: dict[str, ServiceChange]
+    latency_symptom: float  # system-wide rise of own time, as a share of the baseline trace time
+    error_symptom: float  # system-wide rise of error origins, as a Poisson z-score
+    work_symptom: float  # system-wide rise of spans per trace, as a share of the baseline
+    scores: dict[str, float]  # service -> 0..1, from structure alone
+    latency_share: dict[str, float]
+    error_share: dict[str, float]
+    work_share: dict[str, float]
+
+    @property
+    def anything_wrong(self) -> bool:
+        return (
+            self.latency_symptom >= LATENCY_SYMPTOM_MIN
+            or self.error_symptom >= ERROR_Z_MIN
+            or self.work_symptom >= WORK_SYMPTOM_MIN
+        )
+
+
+# A rise in own time counts when it is at least this share of the baseline per-trace time of the whole
+# system, and at least this many ms per trace; error origins when their rise is this many standard errors.
+LATENCY_SYMPTOM_MIN = 0.08
+LATENCY_MS_MIN = 2.0
+ERROR_Z_MIN = 4.0
+# Work: a service's spans per trace must rise by this many and by this share, and the system's by this share.
+WORK_SPANS_MIN = 0.5
+WORK_RISE_MIN = 0.25
+WORK_SYMPTOM_MIN = 0.05
+
+
+def _poisson_z(before: int, after: int, ratio: float) -> float:
+    """z-score of `after` events against `before` scaled by ratio (after-period traces / before-period traces)."""
+    expected = before * ratio
+    return (after - expected) / math.sqrt(after + expected * ratio + 1.0)
+
+
+def compare(series: StructureSeries, split: int, lo: int, hi: int) -> dict[str, ServiceChange]:
+    """Per-service change between [lo, split) and [split, hi)."""
+    tb, before = series.totals(lo, split)
+    ta, after = series.totals(split, hi)
+    tb, ta = max(tb, 1), max(ta, 1)
+    out: dict[str, ServiceChange] = {}
+    for svc in sorted(set(before) | set(after)):
+        b = before.get(svc, Cell())
+        a = after.get(svc, Cell())
+        out[svc] = ServiceChange(
+            service=svc,
+            exclusive_ms_before=b.exclusive_ns / tb / MS,
+            exclusive_ms_after=a.exclusive_ns / ta / MS,
+            origins_before=1000 * b.origins / tb,
+            origins_after=1000 * a.origins / ta,
+            origins_z=_poisson_z(b.origins, a.origins, ta / tb),
+            entry_error_rate_before=b.entry_errors / b.entries if b.entries else 0.0,
+            entry_error_rate_after=a.entry_errors / a.entries if a.entries else 0.0,
+            entry_ms_before=b.entry_ns / b.entries / MS if b.entries else 0.0,
+            entry_ms_after=a.entry_ns / a.entries / MS if a.entries else 0.0,
+            spans_before=b.spans / tb,
+            spans_after=a.spans / ta,
+        )
+    return out
+
+
+def rank(changes: dict[str, ServiceChange], deployed: frozenset[str] = frozenset()) -> Ranking:
+    """Scores from structure: each symptom's rise is shared among the services it comes from, and the
+    symptoms are weighed by how strong each is system-wide.
+
+    Three symptoms: own time (latency), error origins, and work (spans per trace: an N+1 or a retry storm).
+    A service that was deployed around the onset (``deployed``) and shows any own symptom gets its share
+    doubled: a change that coincides with a regression is the first thing an SRE checks.
+    """
+    base_ms = sum(c.exclusive_ms_before for c in changes.values()) or 1.0
+    base_spans = sum(c.spans_before for c in changes.values()) or 1.0
+    lat = {
+        s: max(0.0, c.exclusive_delta_ms) if c.exclusive_delta_ms >= LATENCY_MS_MIN else 0.0 for s, c in changes.items()
+    }
+    err = {s: max(0.0, c.origins_delta) if c.origins_z >= ERROR_Z_MIN else 0.0 for s, c in changes.items()}
+    work = {
+        s: c.spans_delta
+        if c.spans_delta >= WORK_SPANS_MIN and c.spans_after >= (1 + WORK_RISE_MIN) * c.spans_before
+        else 0.0
+        for s, c in changes.items()
+    }
+    for d in (lat, err, work):
+        for s in deployed:
+            if d.get(s):
+                d[s] *= 2.0
+    lat_total, err_total, work_total = sum(lat.values()), sum(err.values()), sum(work.values())
+    latency_symptom = lat_total / base_ms
+    error_symptom = max((c.origins_z for c in changes.values()), default=0.0)
+    work_symptom = work_total / base_spans
+    lat_share = {s: v / lat_total for s, v in lat.items()} if lat_total else {}
+    err_share = {s: v / err_total for s, v in err.items()} if err_total else {}
+    work_share = {s: v / work_total for s, v in work.items()} if work_total else {}
+    # Weights: how far past its threshold each symptom is (log-scaled, so a huge error burst does not
+    # drown a clear latency regression entirely).
+    w_lat = math.log1p(latency_symptom / LATENCY_SYMPTOM_MIN) if latency_symptom >= LATENCY_SYMPTOM_MIN else 0.0
+    w_err = math.log1p(error_symptom / ERROR_Z_MIN) if error_symptom >= ERROR_Z_MIN else 0.0
+    w_work = math.log1p(work_symptom / WORK_SYMPTOM_MIN) if work_symptom >= WORK_SYMPTOM_MIN else 0.0
+    scores: dict[str, float] = {}
+    total_w = w_lat + w_err + w_work
+    if total_w > 0:
+        for s in changes:
+            scores[s] = (
+                w_lat * lat_share.get(s, 0.0) + w_err * err_share.get(s, 0.0) + w_work * work_share.get(s, 0.0)
+            ) / total_w
+    return Ranking(changes, latency_symptom, error_symptom, work_symptom, scores, lat_share, err_share, work_share)
+
+
+def weak_signal(c: ServiceChange) -> float:
+    """How far a service's own signals moved, in units of their thresholds (for ranking weak candidates)."""
+    work = c.spans_delta / WORK_SPANS_MIN if c.spans_after >= (1 + WORK_RISE_MIN) * c.spans_before else 0.0
+    return max(0.0, c.exclusive_delta_ms / LATENCY_MS_MIN, c.origins_z / ERROR_Z_MIN, work)
+
+
+def service_signal(series: StructureSeries, service: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Buckets, and per trace: own ms, error origins (per 1,000) and spans of one service, bucket by bucket.
+
+    Buckets without traces are left out (a gap in the data is not a level).
+    """
+    buckets = [b for b in sorted(series.traces) if series.traces[b] > 0]
+    own, orig, spans = [], [], []
+    for b in buckets:
+        n = series.traces[b]
+        cell = series.cells.get((b, service), Cell())
+        own.append(cell.exclusive_ns / n / MS)
+        orig.append(1000 * cell.origins / n)
+        spans.append(cell.spans / n)
+    return buckets, own, orig, spans
+
+
+def change_point(values: list[float], min_side: int = 3) -> tuple[int, float] | None:
+    """The single split that best separates the series into two levels (largest t-like statistic).
+
+    Returns (index of the first value after the change, statistic) or None when too short. One mean shift is
+    what an incident onset looks like at bucket resolution; binary segmentation would add more splits.
+    """
+    n = len(values)
+    if n < 2 * min_side:
+        return None
+    total = sum(values)
+    sq = sum(v * v for v in values)
+    var = max((sq - total * total / n) / max(n - 1, 1), 1e-12)
+    best: tuple[int, float] | None = None
+    left = 0.0
+    for i in range(1, n):
+        left += values[i - 1]
+        if i < min_side or n - i < min_side:
+            continue
+        mean_l = left / i
+        mean_r = (total - left) / (n - i)
+        stat = (mean_r - mean_l) * math.sqrt(i * (n - i) / n) / math.sqrt(var)
+        if best is None or stat > best[1]:
+            best = (i, stat)
+    return best

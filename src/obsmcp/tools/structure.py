@@ -1,0 +1,100 @@
+"""Per-(time bucket, service) trace structure sums from the store: the input of root-cause ranking.
+
+One SQL pass over a deterministic sample of traces: each span is joined to its parent (to know whether it is
+a service's entry span and whose call it is) and to a summary of its children (to know whether an error
+started in it, and which service a failed call was waiting on). See analysis/investigate.py for why these
+sums and not plain RED figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from obsmcp.analysis.investigate import Cell, StructureSeries
+from obsmcp.timerange import TimeRange
+from obsmcp.tools.context import ToolContext
+
+# Spans joined per query, at most: a trace sample keeps the self-joins bounded on big stores. Sampling by
+# trace id keeps whole traces together, so every sum stays consistent within the sample.
+MAX_SAMPLED_SPANS = 200_000
+
+
+@dataclass(frozen=True)
+class Sample:
+    modulus: int  # 1 = every trace
+    spans_in_range: int
+
+    @property
+    def note(self) -> str | None:
+        if self.modulus == 1:
+            return None
+        return (
+            f"trace structure from a 1-in-{self.modulus} sample of traces (by trace id) of "
+            f"{self.spans_in_range:,} spans; per-trace figures are estimates"
+        )
+
+
+def choose_sample(ctx: ToolContext, tr: TimeRange) -> Sample:
+    d = ctx.dialect
+    _, rows = ctx.db.query(
+        f'SELECT count(*) FROM otel_traces WHERE "Timestamp" >= {d.ts_param()} AND "Timestamp" < {d.ts_param()}',
+        [tr.start_ns, tr.end_ns],
+    )
+    n = int(rows[0][0])
+    return Sample(max(1, -(-n // MAX_SAMPLED_SPANS)), n)
+
+
+def structure_series(ctx: ToolContext, tr: TimeRange, step_ns: int, sample: Sample) -> StructureSeries:
+    d = ctx.dialect
+    ts = d.ts_param()
+    sample_sql = f'AND hash("TraceId") % {sample.modulus} = 0' if sample.modulus > 1 else ""
+    addr = d.attr('"SpanAttributes"', "'server.address'")
+    peer = d.attr('"SpanAttributes"', "'peer.service'")
+    sql = f"""
+    WITH s AS MATERIALIZED (
+      SELECT "TraceId" AS t, "SpanId" AS id, "ParentSpanId" AS pid, "ServiceName" AS svc, "SpanKind" AS kind,
+             "Duration" AS dur, "StatusCode" = 'Error' AS err,
+             ({d.epoch_ns('"Timestamp"')} - ?) // ? AS b,
+             CASE WHEN "StatusCode" = 'Error' THEN coalesce({peer}, {addr}, '') END AS callee
+      FROM otel_traces
+      WHERE "Timestamp" >= {ts} AND "Timestamp" < {ts} {sample_sql}
+    ), kids AS (
+      SELECT pid, bool_or(err) AS kerr, max(svc) AS ksvc FROM s WHERE pid <> '' GROUP BY pid
+    ), known AS (SELECT DISTINCT svc FROM s), j AS MATERIALIZED (
+      SELECT s.b, s.svc, s.kind, s.dur, s.err, s.pid, s.callee, p.svc AS psvc, p.dur AS pdur, k.kerr, k.ksvc
+      FROM s LEFT JOIN s AS p ON s.pid = p.id
+             LEFT JOIN kids AS k ON k.pid = s.id
+    ), origins AS (
+      SELECT b,
+             CASE WHEN kind = 'Client' AND ksvc IS NOT NULL AND ksvc <> svc THEN ksvc
+                  WHEN kind = 'Client' AND ksvc IS NULL AND callee IN (SELECT svc FROM known) THEN callee
+                  ELSE svc END AS svc,
+             count(*) AS n
+      FROM j WHERE err AND NOT coalesce(kerr, false) GROUP BY 1, 2
+    )
+    SELECT b, svc,
+           sum(dur) FILTER (WHERE psvc IS NULL OR psvc <> svc) AS entry_ns,
+           count(*) FILTER (WHERE psvc IS NULL OR psvc <> svc) AS entries,
+           count(*) FILTER (WHERE (psvc IS NULL OR psvc <> svc) AND err) AS entry_errors,
+           count(*) FILTER (WHERE pid = '') AS roots,
+           0 AS outgoing_ns, 0 AS origins, count(*) AS spans
+    FROM j GROUP BY 1, 2
+    UNION ALL
+    SELECT b, psvc, 0, 0, 0, 0, sum(least(dur, pdur)), 0, 0 FROM j WHERE psvc IS NOT NULL AND psvc <> svc GROUP BY 1, 2
+    UNION ALL
+    SELECT b, svc, 0, 0, 0, 0, 0, n, 0 FROM origins
+    """
+    params = [tr.start_ns, step_ns, tr.start_ns, tr.end_ns]
+    _, rows = ctx.db.query(sql, params)
+    series = StructureSeries(step_ns)
+    for b, svc, entry_ns, entries, entry_errors, roots, outgoing_ns, origins, spans in rows:
+        bucket = tr.start_ns + int(b) * step_ns
+        cell = series.cells.setdefault((bucket, str(svc)), Cell())
+        cell.add(
+            Cell(int(entry_ns or 0), int(outgoing_ns or 0), int(entries), int(entry_errors), int(origins), int(spans))
+        )
+        series.traces[bucket] = series.traces.get(bucket, 0) + int(roots)
+    # Buckets without any root span still exist in time: keep them so change points see the gap.
+    for i in range(-(-tr.duration_ns // step_ns)):
+        series.traces.setdefault(tr.start_ns + i * step_ns, 0)
+    return series
