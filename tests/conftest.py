@@ -47,6 +47,13 @@ TOOL_NAMES = {
     "find_errors",
     "get_error_details",
     "query_sql",
+    "investigate",
+    "slo_report",
+    "log_patterns",
+    "find_bottlenecks",
+    "service_map",
+    "detect_anomalies",
+    "render_chart",
 }
 
 

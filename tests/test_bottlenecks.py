@@ -246,3 +246,25 @@ async def test_no_matching_requests_says_what_to_try_and_unknown_services_fail_w
         r = await client.call_tool("find_bottlenecks", {"service": "frontnd", **WINDOW})
     assert r.is_error
     assert "did you mean frontend" in r.content[0].text  # type: ignore[union-attr]
+
+
+def test_busy_windows_sample_from_evenly_spaced_slices_and_fall_back_when_they_hold_too_few(
+    demo_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from obsmcp.timerange import resolve_range
+    from obsmcp.tools import bottlenecks
+
+    ds = demo_store("dependency-latency")
+    tr = resolve_range(**ds.window(before_incident_s=2400))  # the whole hour, ~360 slow requests
+    entries = bottlenecks.entry_filters(ds.ctx, None, tr)
+    monkeypatch.setattr(bottlenecks, "SLICE_OVERSAMPLE", 1)
+    sel = bottlenecks.select_slow(ds.ctx, entries, None, tr, limit=50)
+    assert len(sel.slices) == 12 and sel.slow_estimated
+    assert 25 <= len(sel.sampled) <= 50
+    assert all(any(lo <= t0 < hi for lo, hi in sel.slices) for _, _, t0, _ in sel.sampled)
+    assert len(bottlenecks.load_requests(ds.ctx, sel).requests) == len(sel.sampled)
+    # Slices expected to hold too few slow requests: the whole range is sampled instead, and counted exactly.
+    monkeypatch.setattr(bottlenecks, "SLICE_OVERSAMPLE", 0.1)
+    sel = bottlenecks.select_slow(ds.ctx, entries, None, tr, limit=200)
+    assert sel.slices == [(tr.start_ns, tr.end_ns)] and not sel.slow_estimated
+    assert len(sel.sampled) == 200 and sel.slow > 200

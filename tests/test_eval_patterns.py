@@ -248,6 +248,18 @@ def test_missing_drain3_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) 
         drain3_parser()
 
 
+def test_drain3_baseline_uses_its_defaults_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages = [f"connection from 10.0.0.{i} closed after {i} ms" for i in range(20)]
+    before = drain3_parser()(messages)
+    # TemplateMiner() alone would read this file; the baseline must stay drain3's default configuration.
+    (tmp_path / "drain3.ini").write_text("[DRAIN]\nsim_th = 0.99\n")
+    monkeypatch.chdir(tmp_path)
+    assert drain3_parser()(messages) == before
+    assert len(set(before)) == 1 and "<*>" in before[0]
+
+
 def test_find_datasets_accepts_one_dataset_folder() -> None:
     assert find_datasets(loghub() / "HDFS") == [loghub() / "HDFS"]
     with pytest.raises(EvalError, match="not a folder"):

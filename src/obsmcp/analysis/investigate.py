@@ -62,6 +62,10 @@ class StructureSeries:
     step_ns: int
     traces: dict[int, int] = field(default_factory=dict)  # bucket start -> root spans
     cells: dict[tuple[int, str], Cell] = field(default_factory=dict)
+    # row id of one entry span per (bucket, service) -> (bucket, service): where to read resource attributes
+    representatives: dict[int, tuple[int, str]] = field(default_factory=dict)
+    # (bucket, service, span name) -> (spans, total duration ns, error spans)
+    operations: dict[tuple[int, str, str], tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def services(self) -> list[str]:
@@ -262,3 +266,51 @@ def change_point(values: list[float], min_side: int = 3) -> tuple[int, float] | 
         if best is None or stat > best[1]:
             best = (i, stat)
     return best
+
+
+@dataclass(frozen=True)
+class OperationChange:
+    name: str
+    calls_before: float  # per trace
+    calls_after: float
+    mean_ms_before: float
+    mean_ms_after: float
+    errors_before: float  # per 1,000 traces
+    errors_after: float
+    added_ms: float  # added time per trace
+    score: float  # added ms per trace, an added error per trace weighing as a second
+
+
+def operation_changes(series: StructureSeries, service: str, split: int, lo: int, hi: int) -> list[OperationChange]:
+    """The service's operations (span names), by how much time or errors per trace they added after `split`."""
+    tb, _ = series.totals(lo, split)
+    ta, _ = series.totals(split, hi)
+    tb, ta = max(tb, 1), max(ta, 1)
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
+    for (b, svc, name), (n, dur, errs) in series.operations.items():
+        if svc != service or not lo <= b < hi:
+            continue
+        acc = sums[name]
+        k = 3 if b >= split else 0
+        acc[k] += n
+        acc[k + 1] += dur
+        acc[k + 2] += errs
+    out = []
+    for name, (nb, db_, eb, na, da, ea) in sums.items():
+        added_ms = (da / ta - db_ / tb) / MS
+        added_err = ea / ta - eb / tb
+        out.append(
+            OperationChange(
+                name=name,
+                calls_before=nb / tb,
+                calls_after=na / ta,
+                mean_ms_before=db_ / nb / MS if nb else 0.0,
+                mean_ms_after=da / na / MS if na else 0.0,
+                errors_before=1000 * eb / tb,
+                errors_after=1000 * ea / ta,
+                added_ms=added_ms,
+                score=added_ms + 1000 * added_err,
+            )
+        )
+    out.sort(key=lambda o: (-o.score, o.name))
+    return out

@@ -96,6 +96,10 @@ class Receiver:
         self.writer = writer
         self.max_body_bytes = max_body_bytes
         self._pool: ProcessPoolExecutor | None = None
+        # Without worker processes, requests are decoded in threads one at a time: protobuf's upb extension
+        # crashed (SIGSEGV in _message.abi3.so) with several threads parsing through the raw-attribute
+        # message classes at once, seen under the in-process demo loader's concurrent requests.
+        self._decode_lock = threading.Lock()
         self.stats = IngestStats(
             accepted={"traces": 0, "logs": 0, "metrics": 0}, rejected={"traces": 0, "logs": 0, "metrics": 0}
         )
@@ -122,6 +126,10 @@ class Receiver:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def _decode_in_thread(self, signal: Signal, body: bytes, encoding: Encoding) -> DecodedBatch:
+        with self._decode_lock:
+            return decode(signal, body, encoding)
+
     async def ingest(self, signal: Signal, body: bytes, encoding: Encoding, content_encoding: str = "") -> DecodedBatch:
         """Decode and commit one export request. Raises IngestError."""
         ce = content_encoding.strip().lower()
@@ -136,7 +144,7 @@ class Receiver:
                 loop = asyncio.get_running_loop()
                 batch = await loop.run_in_executor(self._pool, decode, signal, body, encoding)
             else:
-                batch = await asyncio.to_thread(decode, signal, body, encoding)
+                batch = await asyncio.to_thread(self._decode_in_thread, signal, body, encoding)
         except OTLPDecodeError as e:
             self.stats.requests_failed += 1
             raise IngestError(400, f"malformed OTLP {signal} ({encoding}): {e}") from None

@@ -19,6 +19,7 @@ from obsmcp.analysis.anomalies import (
     BASELINE_PRECEDING,
     BASELINE_RANGE,
     BASELINE_YESTERDAY,
+    MAJOR_SCORE,
     Anomaly,
     Series,
     Verdict,
@@ -327,6 +328,7 @@ class DetectAnomaliesResult(ListResult):
     range: str
     step_s: int
     series_checked: int
+    major: int = Field(0, description=f"anomalies scoring at least {MAJOR_SCORE:g}: incident-sized")
     series_without_data: int = Field(description="series with fewer than 5 buckets of data: not judged")
     baselines: dict[str, int] = Field(description="series per baseline kind")
     scoring: str
@@ -344,9 +346,10 @@ def detect_anomalies(
     report = compute_anomalies(ctx, service, metric, start, end)
     items = [_item(i + 1, a) for i, a in enumerate(report.anomalies)]
     judged = [v for v in report.verdicts if v.baseline is not None]
+    major = sum(1 for a in report.anomalies if a.score >= MAJOR_SCORE)
     services = sorted({v.series.service for v in report.verdicts})
     head = [
-        f"detect_anomalies: {len(items)} anomalies in {len(judged)} series "
+        f"detect_anomalies: {len(items)} anomalies ({major} major, score ≥ {MAJOR_SCORE:g}) in {len(judged)} series "
         f"({len(services)} services: entry-span rate, error rate, p95"
         + (f"; metric {metric}" if metric else "")
         + f") over {report.range.describe()}, {report.step_s}s buckets, highest score first",
@@ -367,6 +370,7 @@ def detect_anomalies(
         range=report.range.describe(),
         step_s=report.step_s,
         series_checked=len(judged),
+        major=major,
         series_without_data=len(report.verdicts) - len(judged),
         baselines=report.baselines(),
         scoring=SCORING,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -207,8 +208,25 @@ def select_slow(
     # ~10% of the requests are at or above the p90 (exactly, for distinct durations).
     estimate = math.ceil(count * 0.1)
     sel.slices = _slices(tr, estimate, limit)
+    rows = _sample(ctx, where, sel.slices, limit)
+    if len(sel.slices) > 1 and len(rows) < limit // 2:
+        # Traffic bunched between the slices (a burst, a gap): sample the whole range after all.
+        sel.slices = [(tr.start_ns, tr.end_ns)]
+        rows = _sample(ctx, where, sel.slices, limit)
+    sel.sampled = [(str(t), str(s), int(t0), int(dur)) for t, s, t0, dur, _ in rows]
+    if len(sel.slices) == 1:
+        sel.slow = int(rows[0][4]) if rows else 0
+    else:
+        # Counting exactly would scan the window once more for a figure the p90 already implies.
+        sel.slow, sel.slow_estimated = estimate, True
+    return sel
+
+
+def _sample(ctx: ToolContext, where: Where, slices: list[tuple[int, int]], limit: int) -> list[tuple[Any, ...]]:
+    """(trace id, span id, start ns, duration, matches) of the first `limit` matches by trace id."""
+    d = ctx.dialect
     parts, params = [], []
-    for lo, hi in sel.slices:
+    for lo, hi in slices:
         w = where.copy().time("Timestamp", lo, hi)
         parts.append(
             f'SELECT "TraceId" AS tid, "SpanId" AS sid, {d.epoch_ns(col("Timestamp"))} AS t0, "Duration" AS dur '
@@ -220,13 +238,7 @@ def select_slow(
         f"SELECT tid, sid, t0, dur, count(*) OVER () FROM ({' UNION ALL '.join(parts)}) ORDER BY tid, sid LIMIT ?",
         [*params, limit],
     )
-    sel.sampled = [(str(t), str(s), int(t0), int(dur)) for t, s, t0, dur, _ in rows]
-    if len(sel.slices) == 1:
-        sel.slow = int(rows[0][4]) if rows else 0
-    else:
-        # Counting exactly would scan the window once more for a figure the p90 already implies.
-        sel.slow, sel.slow_estimated = estimate, True
-    return sel
+    return rows
 
 
 @dataclass

@@ -22,6 +22,7 @@ from obsmcp.result import UNTRUSTED_NOTE, Fence, estimate_tokens, scrub
 from obsmcp.timerange import NS_PER_S, TimeRange, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
 from obsmcp.tools.structure import choose_sample, structure_series
+from obsmcp.tools.structure import versions as structure_versions
 
 log = structlog.get_logger("obsmcp.investigate")
 
@@ -123,12 +124,12 @@ def compute_investigation(
     strongest = _strongest_shift(series, focus.services)
     if strongest is not None:
         split = strongest
-    versions = _versions(ctx, full)
     data_start = with_data[0] if with_data else full.start_ns
-    ranking = rca.rank(
-        _restrict(rca.compare(series, split, full.start_ns, full.end_ns), focus.services),
-        frozenset(_deploys(versions, split, data_start)),
-    )
+    changes = _restrict(rca.compare(series, split, full.start_ns, full.end_ns), focus.services)
+    # Versions only of the services that show something of their own: reading resources costs per service.
+    candidates = {s for s, c in changes.items() if rca.weak_signal(c) > 0.5}
+    versions = structure_versions(ctx, series, candidates)
+    ranking = rca.rank(changes, frozenset(_deploys(versions, split, data_start)))
     onset = _onset(series, ranking)
     if onset is not None and onset != split:
         split = onset
@@ -173,7 +174,7 @@ def compute_investigation(
         return res
     res.status = "incident"
     for svc, score in suspects:
-        suspect = _suspect(ctx, svc, score, ranking, after, before, versions_changed.get(svc))
+        suspect = _suspect(ctx, series, svc, score, ranking, after, before, versions_changed.get(svc))
         if score == 0.0:
             suspect.evidence = ["weak candidate: its own signals moved, below the thresholds", *suspect.evidence[:1]]
         res.suspects.append(suspect)
@@ -294,6 +295,7 @@ def _services_named_in(ctx: ToolContext, text: str) -> set[str]:
 
 def _suspect(
     ctx: ToolContext,
+    series: rca.StructureSeries,
     svc: str,
     score: float,
     ranking: rca.Ranking,
@@ -325,7 +327,7 @@ def _suspect(
     )
     if version:
         ev.append(f"deploy: {version}")
-    ops = _operation_changes(ctx, svc, before, after)
+    ops = _operation_lines(rca.operation_changes(series, svc, after.start_ns, before.start_ns, after.end_ns))
     if ops:
         op = ops[0][0]
         for name, line in ops[:2]:
@@ -355,45 +357,18 @@ def _new_log_patterns(ctx: ToolContext, svc: str, after: TimeRange) -> list[str]
     return out
 
 
-def _operation_changes(ctx: ToolContext, svc: str, before: TimeRange, after: TimeRange) -> list[tuple[str, str]]:
-    """The service's span names whose total time or error count per request grew most."""
-    d = ctx.dialect
-    ts = d.ts_param()
-    _, rows = ctx.db.query(
-        f'SELECT "SpanName", "Timestamp" >= {ts} AS late, count(*), sum("Duration"), '
-        "count(*) FILTER (WHERE \"StatusCode\" = 'Error') "
-        f'FROM otel_traces WHERE "ServiceName" = ? AND "Timestamp" >= {ts} AND "Timestamp" < {ts} '
-        "GROUP BY 1, 2",
-        [after.start_ns, svc, before.start_ns, after.end_ns],
-    )
-    _, trows = ctx.db.query(
-        f'SELECT "Timestamp" >= {ts}, count(*) FROM otel_traces WHERE "ParentSpanId" = \'\' '
-        f'AND "Timestamp" >= {ts} AND "Timestamp" < {ts} GROUP BY 1',
-        [after.start_ns, before.start_ns, after.end_ns],
-    )
-    traces = {bool(r[0]): max(int(r[1]), 1) for r in trows}
-    tb, ta = traces.get(False, 1), traces.get(True, 1)
-    stats: dict[str, dict[bool, tuple[int, int, int]]] = {}
-    for name, late, n, dur, errs in rows:
-        stats.setdefault(str(name), {})[bool(late)] = (int(n), int(dur or 0), int(errs))
-    scored: list[tuple[float, str, str]] = []
-    for name, by in stats.items():
-        nb, db_, eb = by.get(False, (0, 0, 0))
-        na, da, ea = by.get(True, (0, 0, 0))
-        dt = da / ta - db_ / tb  # added ns per request
-        de = ea / ta - eb / tb
-        mean_b = db_ / nb / 1e6 if nb else 0.0
-        mean_a = da / na / 1e6 if na else 0.0
-        calls = f"{nb / tb:.1f} -> {na / ta:.1f} calls/request" if abs(na / ta - nb / tb) >= 0.5 else ""
-        parts = [f"mean {mean_b:.1f} -> {mean_a:.1f} ms"]
-        if calls:
-            parts.append(calls)
-        if de > 0.001:
-            parts.append(f"errors {1000 * eb / tb:.1f} -> {1000 * ea / ta:.1f} per 1k requests")
-        # Rank by added time, errors weighted as a second of added time each (both per request).
-        scored.append((dt / 1e6 + de * 1000.0, name, ", ".join(parts)))
-    scored.sort(reverse=True)
-    return [(name, line) for value, name, line in scored if value > 0.5]
+def _operation_lines(changes: list[rca.OperationChange]) -> list[tuple[str, str]]:
+    out = []
+    for o in changes:
+        if o.score <= 0.5:
+            break
+        parts = [f"mean {o.mean_ms_before:.1f} -> {o.mean_ms_after:.1f} ms"]
+        if abs(o.calls_after - o.calls_before) >= 0.5:
+            parts.append(f"{o.calls_before:.1f} -> {o.calls_after:.1f} calls/request")
+        if o.errors_after - o.errors_before >= 1:
+            parts.append(f"errors {o.errors_before:.1f} -> {o.errors_after:.1f} per 1k requests")
+        out.append((o.name, ", ".join(parts)))
+    return out
 
 
 def _error_messages(ctx: ToolContext, svc: str, after: TimeRange) -> list[tuple[str, int]]:
@@ -408,27 +383,6 @@ def _error_messages(ctx: ToolContext, svc: str, after: TimeRange) -> list[tuple[
     return [(str(m), int(n)) for m, n in rows]
 
 
-def _versions(ctx: ToolContext, full: TimeRange) -> dict[str, list[tuple[int, str]]]:
-    """service -> [(first seen, service.version)], oldest first, from entry spans."""
-    d = ctx.dialect
-    ts = d.ts_param()
-    ver = d.attr('"ResourceAttributes"', "'service.version'")
-    t = '"Timestamp"'
-    _, rows = ctx.db.query(
-        f'SELECT "ServiceName", {ver} AS v, {d.epoch_ns(f"min({t})")} FROM otel_traces '
-        f"WHERE {t} >= {ts} AND {t} < {ts} AND (\"SpanKind\" = 'Server' OR \"ParentSpanId\" = '') "
-        "GROUP BY 1, 2",
-        [full.start_ns, full.end_ns],
-    )
-    out: dict[str, list[tuple[int, str]]] = {}
-    for svc, v, first in rows:
-        if v is not None:
-            out.setdefault(str(svc), []).append((int(first), str(v)))
-    for seen in out.values():
-        seen.sort()
-    return out
-
-
 def _deploys(versions: dict[str, list[tuple[int, str]]], onset: int, data_start: int) -> dict[str, str]:
     """Services whose newest version first appeared shortly before or after the onset, replacing another.
 
@@ -440,9 +394,9 @@ def _deploys(versions: dict[str, list[tuple[int, str]]], onset: int, data_start:
         if len(seen) < 2:
             continue
         first, newest = seen[-1]
-        if first >= onset - DEPLOY_LEAD_NS and first > data_start + 60 * NS_PER_S:
+        if first >= onset - DEPLOY_LEAD_NS and first > data_start:
             prev = ", ".join(v for _, v in seen[:-1])
-            out[svc] = f"service.version {newest} first seen {format_ns(first)} (before: {prev})"
+            out[svc] = f"service.version {newest} first seen in the minute from {format_ns(first)} (before: {prev})"
     return out
 
 

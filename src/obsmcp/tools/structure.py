@@ -16,7 +16,7 @@ from obsmcp.tools.context import ToolContext
 
 # Spans joined per query, at most: a trace sample keeps the self-joins bounded on big stores. Sampling by
 # trace id keeps whole traces together, so every sum stays consistent within the sample.
-MAX_SAMPLED_SPANS = 200_000
+MAX_SAMPLED_SPANS = 120_000
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def structure_series(ctx: ToolContext, tr: TimeRange, step_ns: int, sample: Samp
     sql = f"""
     WITH s AS MATERIALIZED (
       SELECT "TraceId" AS t, "SpanId" AS id, "ParentSpanId" AS pid, "ServiceName" AS svc, "SpanKind" AS kind,
-             "Duration" AS dur, "StatusCode" = 'Error' AS err,
+             "Duration" AS dur, "StatusCode" = 'Error' AS err, "SpanName" AS name, rowid AS rid,
              ({d.epoch_ns('"Timestamp"')} - ?) // ? AS b,
              CASE WHEN "StatusCode" = 'Error' THEN coalesce({peer}, {addr}, '') END AS callee
       FROM otel_traces
@@ -72,29 +72,72 @@ def structure_series(ctx: ToolContext, tr: TimeRange, step_ns: int, sample: Samp
              count(*) AS n
       FROM j WHERE err AND NOT coalesce(kerr, false) GROUP BY 1, 2
     )
-    SELECT b, svc,
+    SELECT 'cell' AS row_type, b, svc,
            sum(dur) FILTER (WHERE psvc IS NULL OR psvc <> svc) AS entry_ns,
            count(*) FILTER (WHERE psvc IS NULL OR psvc <> svc) AS entries,
            count(*) FILTER (WHERE (psvc IS NULL OR psvc <> svc) AND err) AS entry_errors,
            count(*) FILTER (WHERE pid = '') AS roots,
-           0 AS outgoing_ns, 0 AS origins, count(*) AS spans
-    FROM j GROUP BY 1, 2
+           0 AS outgoing_ns, 0 AS origins, count(*) AS spans, NULL AS name
+    FROM j GROUP BY b, svc
     UNION ALL
-    SELECT b, psvc, 0, 0, 0, 0, sum(least(dur, pdur)), 0, 0 FROM j WHERE psvc IS NOT NULL AND psvc <> svc GROUP BY 1, 2
+    SELECT 'cell', b, psvc, 0, 0, 0, 0, sum(least(dur, pdur)), 0, 0, NULL FROM j
+    WHERE psvc IS NOT NULL AND psvc <> svc GROUP BY b, psvc
     UNION ALL
-    SELECT b, svc, 0, 0, 0, 0, 0, n, 0 FROM origins
+    SELECT 'cell', b, svc, 0, 0, 0, 0, 0, n, 0, NULL FROM origins
+    UNION ALL
+    SELECT 'op', b, svc, sum(dur), count(*), count(*) FILTER (WHERE err), 0, 0, 0, 0, name FROM s GROUP BY b, svc, name
+    UNION ALL
+    SELECT 'rid', b, svc, min(rid), 0, 0, 0, 0, 0, 0, NULL FROM s
+    WHERE kind = 'Server' OR pid = '' GROUP BY b, svc
     """
     params = [tr.start_ns, step_ns, tr.start_ns, tr.end_ns]
     _, rows = ctx.db.query(sql, params)
     series = StructureSeries(step_ns)
-    for b, svc, entry_ns, entries, entry_errors, roots, outgoing_ns, origins, spans in rows:
+    for row_type, b, svc, entry_ns, entries, entry_errors, roots, outgoing_ns, origins, spans, name in rows:
         bucket = tr.start_ns + int(b) * step_ns
-        cell = series.cells.setdefault((bucket, str(svc)), Cell())
-        cell.add(
-            Cell(int(entry_ns or 0), int(outgoing_ns or 0), int(entries), int(entry_errors), int(origins), int(spans))
-        )
-        series.traces[bucket] = series.traces.get(bucket, 0) + int(roots)
+        if row_type == "op":
+            # Per operation (span name): calls, total duration, errors; entry_* columns carry them.
+            series.operations[(bucket, str(svc), str(name))] = (int(entries), int(entry_ns or 0), int(entry_errors))
+        elif row_type == "rid":
+            # The first entry span of the service in the bucket (a row id): `versions` reads its resource,
+            # a few hundred rows instead of an attribute lookup on every span.
+            series.representatives[int(entry_ns)] = (bucket, str(svc))
+        else:
+            cell = series.cells.setdefault((bucket, str(svc)), Cell())
+            cell.add(
+                Cell(
+                    int(entry_ns or 0), int(outgoing_ns or 0), int(entries), int(entry_errors), int(origins), int(spans)
+                )
+            )
+            series.traces[bucket] = series.traces.get(bucket, 0) + int(roots)
     # Buckets without any root span still exist in time: keep them so change points see the gap.
     for i in range(-(-tr.duration_ns // step_ns)):
         series.traces.setdefault(tr.start_ns + i * step_ns, 0)
     return series
+
+
+def versions(ctx: ToolContext, series: StructureSeries, services: set[str]) -> dict[str, list[tuple[int, str]]]:
+    """service -> [(first bucket seen, service.version)], oldest first, for the given services, read from one
+    representative entry span per (bucket, service)."""
+    representatives = {rid: bs for rid, bs in series.representatives.items() if bs[1] in services}
+    if not representatives:
+        return {}
+    ver = ctx.dialect.attr('"ResourceAttributes"', "'service.version'")
+    ids = sorted(representatives)
+    _, rows = ctx.db.query(
+        f"SELECT rowid, {ver} FROM otel_traces WHERE rowid IN ({', '.join('?' * len(ids))})",
+        ids,
+    )
+    first: dict[tuple[str, str], int] = {}
+    for rid, v in rows:
+        if v is None:
+            continue
+        bucket, svc = representatives[int(rid)]
+        key = (svc, str(v))
+        first[key] = min(first.get(key, bucket), bucket)
+    out: dict[str, list[tuple[int, str]]] = {}
+    for (svc, v), bucket in first.items():
+        out.setdefault(svc, []).append((bucket, v))
+    for seen in out.values():
+        seen.sort()
+    return out
