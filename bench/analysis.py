@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import re
 import shutil
@@ -151,12 +150,12 @@ def naive_bottlenecks(lo: int, hi: int) -> NaiveFn:
 
     def run(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         p90 = cur.execute(
-            f"SELECT quantile_cont(\"Duration\", 0.9) FROM otel_traces WHERE {TS_RANGE} AND \"ParentSpanId\" = ''",
+            f'SELECT quantile_cont("Duration", 0.9) FROM otel_traces WHERE {TS_RANGE} AND "ParentSpanId" = \'\'',
             [lo, hi],
         ).fetchone()[0]  # type: ignore[index]
         rows = cur.execute(
-            "WITH slow AS (SELECT DISTINCT \"TraceId\" FROM otel_traces "
-            f"WHERE {TS_RANGE} AND \"ParentSpanId\" = '' AND \"Duration\" >= ?) "
+            'WITH slow AS (SELECT DISTINCT "TraceId" FROM otel_traces '
+            f'WHERE {TS_RANGE} AND "ParentSpanId" = \'\' AND "Duration" >= ?) '
             'SELECT t."TraceId", t."SpanId", t."ParentSpanId", t."ServiceName", t."SpanName", t."SpanKind", '
             'epoch_ns(t."Timestamp"), t."Duration", t."StatusCode" FROM otel_traces t '
             'JOIN slow USING ("TraceId") WHERE t."Timestamp" >= make_timestamp_ns(?) '
@@ -190,7 +189,7 @@ def naive_service_map(lo: int, hi: int) -> NaiveFn:
             "count(*), count(*) FILTER (WHERE p.\"StatusCode\" = 'Error' OR c.\"StatusCode\" = 'Error'), "
             'quantile_cont(p."Duration", 0.95) '
             'FROM sp p LEFT JOIN sp c ON c."TraceId" = p."TraceId" AND c."ParentSpanId" = p."SpanId" '
-            f'WHERE p."Timestamp" < make_timestamp_ns(?) AND p."SpanKind" IN (\'Client\', \'Producer\') '
+            "WHERE p.\"Timestamp\" < make_timestamp_ns(?) AND p.\"SpanKind\" IN ('Client', 'Producer') "
             'AND (c."ServiceName" IS NULL OR c."ServiceName" <> p."ServiceName") GROUP BY 1, 2, 3',
             [lo, hi + 60 * NS, hi],
         ).fetchall()
@@ -336,7 +335,9 @@ def naive_red_chart(lo: int, hi: int, service: str) -> NaiveFn:
         for s in series:
             times = [s.start_ns + i * s.step_ns for i in range(len(s.values))]
             shades = [Shade(a.start_ns, a.end_ns, a.kind) for a in found if a.signal == s.signal]
-            panels.append(Panel(title=s.signal, unit=s.unit, lines=[Line(service, times, list(s.values))], shades=shades))
+            panels.append(
+                Panel(title=s.signal, unit=s.unit, lines=[Line(service, times, list(s.values))], shades=shades)
+            )
         png = render_panels(f"{service}: RED", panels)
         return {"entry_spans_fetched": fetched, "png_bytes": len(png)}
 
@@ -456,9 +457,9 @@ def prepare_copy(size: str, copy_root: Path) -> Path:
     dst_dir = copy_root / f"bench-{size}"
     dst = dst_dir / "obsmcp.duckdb"
     stamp = dst_dir / "copied_from.json"
-    want = {"src": str(src), "mtime": src.stat().st_mtime, "bytes": src.stat().st_size}
+    want: dict[str, Any] = {"src": str(src), "mtime": src.stat().st_mtime, "bytes": src.stat().st_size}
     if not (dst.exists() and stamp.exists() and json.loads(stamp.read_text()) == want):
-        log(f"[{size}] copying {src} ({want['bytes'] / 1e6:,.0f} MB) to {dst_dir}")
+        log(f"[{size}] copying {src} ({src.stat().st_size / 1e6:,.0f} MB) to {dst_dir}")
         dst_dir.mkdir(parents=True, exist_ok=True)
         for p in dst_dir.glob("obsmcp.duckdb*"):
             p.unlink()
@@ -775,10 +776,9 @@ def write_readme_section() -> Path:
     text = path.read_text() if path.exists() else ""
     section = readme_section()
     pat = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END), re.S)
-    if pat.search(text):
-        text = pat.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    found = pat.search(text)
+    # Only the marked section changes: the rest of the README belongs to bench.run's report.
+    text = pat.sub(lambda _: section, text) if found else text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
     return path
 

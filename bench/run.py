@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clean-store", action="store_true", help="delete bench/.work/<size>/store after the run")
     p.add_argument("--readme", action="store_true", help="only regenerate bench/results/README.md")
     p.add_argument(
+        "--analysis", action="store_true", help="then run the analysis-tool benchmark (bench/analysis.py) too"
+    )
+    p.add_argument(
         "--max-quiet-wait",
         type=float,
         default=600.0,
@@ -137,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             run_size(size, args)
     path = report.write_readme()
     log(f"wrote {path}")
+    if args.analysis and not args.readme:
+        from bench import analysis
+
+        analysis.main(["--sizes", ",".join(names), "--max-quiet-wait", str(args.max_quiet_wait)])
     return 0
 
 

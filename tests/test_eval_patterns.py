@@ -209,9 +209,12 @@ def test_eval_patterns_reports_several_folders_separately(two_datasets: Path) ->
         "--repeat",
         "1",
         "--no-baseline",
+        "--note",
+        "seen during tuning",
     )
     assert r.returncode == 0, r.stderr
     assert "## first" in r.stdout and "## held-out" in r.stdout
+    assert "- Note: seen during tuning" in r.stdout
     assert "drain3 GA" not in r.stdout
 
 

@@ -81,6 +81,40 @@ def test_values_that_take_a_different_number_of_tokens_merge_into_one_template()
     assert got[2] == got[3]
 
 
+def test_one_message_with_an_odd_value_does_not_split_its_event() -> None:
+    messages = [f"synchronized to 10.0.0.{i}, stratum {i % 4}" for i in range(20)]
+    messages += ["synchronized to LOCAL(0), stratum 10", "synchronized to #3#, stratum 1"]
+    messages += [f"GET /v2/{i}/servers/detail HTTP/1.1" for i in range(5)]
+    messages += ["GET /v2/7/servers/detail?all_tenants=True&changes-since=2017-05-16T05%3A54 HTTP/1.1"]
+    got = mine(messages)
+    assert set(got[:22]) == {"synchronized to <*>, stratum <*>"}
+    assert set(got[22:]) == {"GET <*> HTTP/1.1"}
+
+
+def test_fixed_words_and_fields_are_not_absorbed_by_a_more_general_template() -> None:
+    messages = [f"Connection closed by 10.0.0.{i}" for i in range(10)]
+    messages += [f"Connection closed by 10.0.1.{i} [preauth]" for i in range(3)]
+    messages += [f"authentication failure; rhost=10.0.2.{i}" for i in range(10)]
+    messages += [f"authentication failure; rhost=10.0.3.{i} user=u{i}x{i}" for i in range(3)]
+    got = mine(messages)
+    assert set(got[:10]) == {"Connection closed by <*>"}
+    assert set(got[10:13]) == {"Connection closed by <*> [preauth]"}
+    assert set(got[13:23]) == {"authentication failure; rhost=<*>"}
+    assert set(got[23:]) == {"authentication failure; rhost=<*> user=<*>"}
+
+
+def test_lists_hosts_and_recurring_event_words() -> None:
+    nodes = [" ".join(f"{p}n{i}" for i in range(s, s + k)) for p, s, k in (("a", 14, 40), ("b", 3, 7), ("c", 1, 3))]
+    messages = [f"failed to resolve data source name {n}" for n in nodes]
+    messages += [f"Retrying connect to server: msra-sa-{i}:8030" for i in range(3)]
+    states = ["Started", "Stopped", "Paused", "Resumed", "Rebooted"]
+    messages += [f"[instance: {i:08x}-aaaa] VM {s} (Lifecycle Event)" for i in range(3) for s in states]
+    got = mine(messages)
+    assert set(got[:3]) == {"failed to resolve data source name <*>"}
+    assert set(got[3:6]) == {"Retrying connect to server: <*>:<*>"}
+    assert got[6:11] == [f"[instance: <*>] VM {s} (Lifecycle Event)" for s in states]
+
+
 def test_template_ids_are_stable_and_counts_weighted() -> None:
     miner = TemplateMiner()
     g1 = miner.add("cache miss for key 17", count=10)

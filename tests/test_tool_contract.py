@@ -17,6 +17,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from obsmcp.config import Settings
 from obsmcp.runtime import Runtime
 from obsmcp.timerange import format_ns
+from tests.conftest import TOOL_NAMES
 from tests.factories import MS, logs_request, resource, span, traces_request
 
 T0 = 1_763_683_200_000_000_000  # 2025-11-21T00:00:00Z
@@ -186,17 +187,24 @@ async def test_structured_content_matches_the_published_output_schema(store: Run
 
     async with Client(store.mcp) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert len(tools) == 9
+        assert set(tools) == TOOL_NAMES
         for name, args in [
             ("list_services", RANGE),
             ("search_logs", RANGE),
             ("find_errors", RANGE),
             ("list_metrics", {}),
             ("search_traces", RANGE),
+            ("investigate", RANGE),
+            ("slo_report", RANGE),
+            ("find_bottlenecks", RANGE),
+            ("service_map", RANGE),
+            ("log_patterns", RANGE),
+            ("detect_anomalies", RANGE),
         ]:
             t = tools[name]
             assert t.annotations is not None and t.annotations.read_only_hint is True
             assert t.output_schema is not None
             r = await client.call_tool(name, args)
+            assert not r.is_error, (name, r.content)
             jsonschema.validate(r.structured_content, t.output_schema)
             json.dumps(r.structured_content)

@@ -526,6 +526,7 @@ def eval_patterns(
     label: Annotated[
         list[str] | None, typer.Option("--label", help="a heading per folder, in order (default: the path)")
     ] = None,
+    note: Annotated[list[str] | None, typer.Option("--note", help="a caveat to print with the results")] = None,
     repeat: Annotated[int, typer.Option(min=1, help="runs per dataset; msgs/s is the best run")] = 3,
     baseline: Annotated[
         bool, typer.Option("--baseline/--no-baseline", help="also run drain3 (default config) as the baseline")
@@ -564,7 +565,7 @@ def eval_patterns(
         ]
     except ev.EvalError as e:
         raise _fail(str(e)) from None
-    report = ev.EvalReport(suites, repeat, truth, ev.command_line())
+    report = ev.EvalReport(suites, repeat, truth, ev.command_line(), notes=list(note or []))
     text = ev.render_report(report)
     typer.echo(text)
     for path, content in ((json_out, json.dumps(report.to_dict(), indent=2) + "\n"), (markdown, text + "\n")):
@@ -578,9 +579,8 @@ def eval_patterns(
 @eval_app.command("investigate")
 def eval_investigate(
     scenarios: Annotated[int, typer.Option(min=1, help="incident scenarios to generate (six fault types cycle)")] = 36,
-    fault: Annotated[
-        list[str] | None, typer.Option("--fault", help="only these fault types (repeatable)")
-    ] = None,
+    healthy: Annotated[int, typer.Option(min=0, help="no-incident controls, which should be called healthy")] = 2,
+    fault: Annotated[list[str] | None, typer.Option("--fault", help="only these fault types (repeatable)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON to this file")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="write the report as Markdown")] = None,
 ) -> None:
@@ -589,14 +589,18 @@ def eval_investigate(
     services and seeds, call investigate on each with no arguments, and report AC@1, AC@3 and answer size."""
     from obsmcp.evaluation import investigate as ev
 
+    configure_logging("console", level="warning")
     faults = tuple(fault) if fault else ev.FAULT_TYPES
     unknown = [f for f in faults if f not in ev.FAULT_TYPES]
     if unknown:
         raise _fail(f"unknown fault type(s) {', '.join(unknown)}: choose from {', '.join(ev.FAULT_TYPES)}")
-    cases = ev.scenarios(scenarios, faults)
+    cases = ev.scenarios(scenarios, faults, healthy)
 
     def progress(r: ev.CaseResult) -> None:
-        mark = {1: "rank 1"}.get(r.rank or 0, f"rank {r.rank}" if r.rank else "MISSED")
+        if r.case.fault == "none":
+            mark = "ok" if r.status == "healthy" else f"FALSE ALARM ({r.status})"
+        else:
+            mark = {1: "rank 1"}.get(r.rank or 0, f"rank {r.rank}" if r.rank else "MISSED")
         typer.echo(f"{r.case.name:45s} {mark:7s} {', '.join(r.ranked[:3])}  ({r.seconds:.2f} s)", err=True)
 
     report = ev.run(cases, progress)

@@ -97,6 +97,8 @@ class ServiceChange:
     entry_ms_after: float
     spans_before: float = 0.0  # spans of the service per trace
     spans_after: float = 0.0
+    exclusive_t: float = 0.0  # Welch t of own time per trace, bucket by bucket, after vs before
+    spans_t: float = 0.0  # the same for spans per trace
 
     @property
     def exclusive_delta_ms(self) -> float:
@@ -123,6 +125,15 @@ class Ranking:
     work_share: dict[str, float]
 
     @property
+    def strength(self) -> float:
+        """How clearly something is wrong: each symptom in units of its threshold, summed."""
+        return (
+            self.latency_symptom / LATENCY_SYMPTOM_MIN
+            + max(0.0, self.error_symptom) / ERROR_Z_MIN
+            + self.work_symptom / WORK_SYMPTOM_MIN
+        )
+
+    @property
     def anything_wrong(self) -> bool:
         return (
             self.latency_symptom >= LATENCY_SYMPTOM_MIN
@@ -136,8 +147,11 @@ class Ranking:
 LATENCY_SYMPTOM_MIN = 0.08
 LATENCY_MS_MIN = 2.0
 ERROR_Z_MIN = 4.0
+# A rise in own time or work must also be consistent over time: Welch's t over the per-bucket values, so one
+# burst of slow requests (or the best of several candidate splits) does not pass for a shift.
+SHIFT_T_MIN = 3.5
 # Work: a service's spans per trace must rise by this many and by this share, and the system's by this share.
-WORK_SPANS_MIN = 0.5
+WORK_SPANS_MIN = 0.3
 WORK_RISE_MIN = 0.25
 WORK_SYMPTOM_MIN = 0.05
 
@@ -148,6 +162,17 @@ def _poisson_z(before: int, after: int, ratio: float) -> float:
     return (after - expected) / math.sqrt(after + expected * ratio + 1.0)
 
 
+def welch_t(before: list[float], after: list[float]) -> float:
+    """Welch's t statistic of a rise from `before` to `after` (0 when either side is too short)."""
+    if len(before) < 3 or len(after) < 3:
+        return 0.0
+    mb, ma = sum(before) / len(before), sum(after) / len(after)
+    vb = sum((v - mb) ** 2 for v in before) / (len(before) - 1)
+    va = sum((v - ma) ** 2 for v in after) / (len(after) - 1)
+    se = math.sqrt(vb / len(before) + va / len(after))
+    return (ma - mb) / se if se > 0 else (math.inf if ma > mb else 0.0)
+
+
 def compare(series: StructureSeries, split: int, lo: int, hi: int) -> dict[str, ServiceChange]:
     """Per-service change between [lo, split) and [split, hi)."""
     tb, before = series.totals(lo, split)
@@ -155,6 +180,10 @@ def compare(series: StructureSeries, split: int, lo: int, hi: int) -> dict[str, 
     tb, ta = max(tb, 1), max(ta, 1)
     out: dict[str, ServiceChange] = {}
     for svc in sorted(set(before) | set(after)):
+        buckets, own, _, spans = service_signal(series, svc)
+        first = [b < split for b in buckets if lo <= b < hi]
+        own = [v for b, v in zip(buckets, own, strict=True) if lo <= b < hi]
+        spans = [v for b, v in zip(buckets, spans, strict=True) if lo <= b < hi]
         b = before.get(svc, Cell())
         a = after.get(svc, Cell())
         out[svc] = ServiceChange(
@@ -170,6 +199,13 @@ def compare(series: StructureSeries, split: int, lo: int, hi: int) -> dict[str, 
             entry_ms_after=a.entry_ns / a.entries / MS if a.entries else 0.0,
             spans_before=b.spans / tb,
             spans_after=a.spans / ta,
+            exclusive_t=welch_t(
+                [v for v, f in zip(own, first, strict=True) if f], [v for v, f in zip(own, first, strict=True) if not f]
+            ),
+            spans_t=welch_t(
+                [v for v, f in zip(spans, first, strict=True) if f],
+                [v for v, f in zip(spans, first, strict=True) if not f],
+            ),
         )
     return out
 
@@ -185,12 +221,15 @@ def rank(changes: dict[str, ServiceChange], deployed: frozenset[str] = frozenset
     base_ms = sum(c.exclusive_ms_before for c in changes.values()) or 1.0
     base_spans = sum(c.spans_before for c in changes.values()) or 1.0
     lat = {
-        s: max(0.0, c.exclusive_delta_ms) if c.exclusive_delta_ms >= LATENCY_MS_MIN else 0.0 for s, c in changes.items()
+        s: c.exclusive_delta_ms if c.exclusive_delta_ms >= LATENCY_MS_MIN and c.exclusive_t >= SHIFT_T_MIN else 0.0
+        for s, c in changes.items()
     }
     err = {s: max(0.0, c.origins_delta) if c.origins_z >= ERROR_Z_MIN else 0.0 for s, c in changes.items()}
     work = {
         s: c.spans_delta
-        if c.spans_delta >= WORK_SPANS_MIN and c.spans_after >= (1 + WORK_RISE_MIN) * c.spans_before
+        if c.spans_delta >= WORK_SPANS_MIN
+        and c.spans_after >= (1 + WORK_RISE_MIN) * c.spans_before
+        and c.spans_t >= SHIFT_T_MIN
         else 0.0
         for s, c in changes.items()
     }

@@ -7,16 +7,20 @@ splitting on low-cardinality positions):
 1. Normalise whitespace and split the message into tokens on whitespace and on punctuation that separates a
    key from a value (`=`, `:`, `,`, `(`, `)`, `[`, `]`, `"`, `'`, `|`, `#`, runs of dots). Each token keeps
    whether a space preceded it, so a template renders with the message's own spacing.
-2. Mask tokens whose *shape* says they are values (numbers, hex, IPs, sizes, ids with long digit runs, paths,
-   the part of a URL after `scheme://`, booleans). Masking is cheap and makes most repeats identical, so the
-   expensive steps below run once per distinct masked token sequence, weighted by its count.
+2. Mask tokens whose *shape* says they are values (numbers, hex, IPs, sizes, ids with long digit runs, paths
+   with their query string, the part of a URL after `scheme://`, host names, the host before `:<port>`,
+   booleans, lists of names that differ only in their numbers). Masking is cheap and makes most repeats
+   identical, so the expensive steps below run once per distinct masked token sequence, weighted by its count.
 3. Per token count, cluster the distinct sequences greedily by similarity (share of equal tokens); positions
    where members differ become variables.
 4. Refine: a position that took only a few distinct *words* in a cluster is an event word ("SCREEN_ON" vs
-   "SCREEN_OFF"), not a value, so the cluster is split on it; positions with many values stay variables.
+   "SCREEN_OFF"), not a value, so the cluster is split on it; positions with many values, or with words seen
+   about once each, or where some member holds a value, stay variables.
 5. Merge clusters whose fixed text is the same but whose values took a different number of tokens ("(host)"
    vs "()", a written date), and then those that differ only in value decorations ("00:01" vs "<1 sec", a
    size with or without "(1.2 KB)"); such merged gaps render as one `<*>`.
+6. Merge a template into a more general one whose `<*>` can absorb the places where it differs, when those
+   hold values (a rare "LOCAL(0)" where an IP usually stands): one odd message must not split an event.
 
 Templates follow the Loghub ground-truth conventions so that they compare exactly: `<*>` replaces a whole
 token (never a part of one), separators around it are kept, runs of spaces become one space.
@@ -56,8 +60,8 @@ PREMASK_RE2: tuple[tuple[str, str], ...] = (
 _MARK = "\x00"  # stands for a premasked value; a word character for the tokeniser
 _TOKEN = re.compile(
     r" ?(?:"
-    r"[A-Za-z][\w+.-]*://(?:<\*>|[^\s\])\"'>,])*"  # a URL: the scheme is kept, the rest is one value
-    rf"|\.{{0,2}}/[^\s{_DELIMS}]*"  # a path (absolute or ./ ../)
+    r"[A-Za-z][\w+.-]*://(?:<\*>|[^\s\])\"'>,])*(?<![:.;])"  # a URL: scheme kept, rest one value, sans trailing ":.;"
+    rf"|\.{{0,2}}/[^\s{_DELIMS}?]*(?:\?[^\s\"'<>]*)?"  # a path (absolute or ./ ../), with its query string
     rf"|{_WORD}"
     r"|\.+"  # dot runs ("processor.......0x0") and sentence ends ("port 4040.")
     rf"|[{_DELIMS}]"
@@ -65,15 +69,16 @@ _TOKEN = re.compile(
 )
 _DIGITS = re.compile(r"\d")
 _WORDISH = re.compile(r"[A-Za-z]{2}")
+# What stands before ":<port>" is a host when it is made of host-name characters and has a digit or two dots
+# ("msra-sa-41", "db.prod.lan"); "ib_sm_sweep.c:42" and "Main.java:42" are a source file and a line.
+_HOSTISH = re.compile(r" ?(?=[^.]*\d|.*\..*\.)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_WORDISH_TOKEN = re.compile(r"[A-Za-z][A-Za-z_-]+")
 _DIGIT_RUNS = re.compile(r"\d+")
 _LONG_DIGITS = re.compile(r"\d{4}")
 _STARTS_NUMERIC = re.compile(r"[-+<>~]?\.?\d")
 _HEX = re.compile(r"(?:0[xX])?[0-9a-fA-F]{8,}")
 # "core.2275", "PS/2", "touch.0": a name with a numbered suffix; only the number is the value.
 _NUMBERED_NAME = re.compile(r"((?:[A-Za-z_]+[./])+)\d+")
-# Size units directly after a number belong to the value ("5.2 KB" is one value, "17.8 MB" the same kind).
-_SIZE_UNITS = frozenset({"B", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB", "kB"})
-_SIZE_UNITS_SPACED = frozenset(" " + u for u in _SIZE_UNITS)
 # Words the Loghub ground truth always treats as values (booleans, null, the default user names).
 _VALUE_WORDS = frozenset({"true", "false", "null", "root", "admin"})
 # Parts of a written date ("Fri Jul  1 07:57:30 2005"): the date is a value, its words too.
@@ -105,9 +110,16 @@ _DATE_WORDS = frozenset(
 _HOSTNAME = re.compile(
     r"(?:[A-Za-z0-9-]+\.){2,}(?:[a-z]{2}|com|net|org|edu|gov|mil|int|info|biz|io|local|lan|internal)"
 )
+# Names that differ only in their numbers, this many in a row, are a list of values.
+_MIN_LIST = 3
 _CACHE_ENTRIES = 200_000  # per cache of a TemplateMiner (exact messages, premasked messages)
-# A position that took at most this many distinct words inside one cluster is read as an event word.
-_MAX_EVENT_WORDS = 3
+# A position that took at most this many distinct words inside one cluster is read as an event word
+# ("VM Started / Stopped / Paused / Resumed", task states) and the cluster is split on it; with more than
+# _FEW_EVENT_WORDS words, only when they recur (on average _EVENT_REPEATS messages per word): a user or host
+# field shows many words about once each.
+_MAX_EVENT_WORDS = 8
+_FEW_EVENT_WORDS = 3
+_EVENT_REPEATS = 2
 # Share of equal tokens above which two sequences of the same length belong to one cluster.
 _SIMILARITY = 0.5
 
@@ -118,8 +130,10 @@ def _is_value(word: str) -> bool:
         return True
     if word[0] == "/" or word[:2] == "./" or word[:3] == "../":
         return len(word) > 1  # a path
+    if _HOSTNAME.fullmatch(word) is not None:
+        return True  # "cp-1.slowvm1.example.us": a host name, digits or not
     if not _DIGITS.search(word):
-        return _HOSTNAME.fullmatch(word) is not None or _HEX.fullmatch(word) is not None
+        return _HEX.fullmatch(word) is not None
     if _STARTS_NUMERIC.match(word) or _LONG_DIGITS.search(word) or _HEX.fullmatch(word):
         return True
     # Mixed words: "ssh2", "L3", "SOCKS5", "jk2_init" are names; "0x1f", "E820", "v1.0.0" are values.
@@ -168,19 +182,40 @@ def mask(tokens: Sequence[str]) -> tuple[str, ...]:
     """Replace value-shaped tokens by `<*>` (keeping the leading space). Keys (a word right before `=`) stay."""
     out: list[str] = []
     last = len(tokens) - 1
+    numbered_words = False
     for i, tok in enumerate(tokens):
         rep = _word_cache.get(tok)
         if rep is None:
             rep = _classify(tok)
         if rep is _KEEP or rep == _KEEP:
-            if tok in _SIZE_UNITS_SPACED and out and _is_var(out[-1]):
-                continue  # the unit joins the number before it: "5.2 KB" is one value
+            if i + 2 <= last and tokens[i + 1] == ":" and tokens[i + 2] == _MARK and _HOSTISH.fullmatch(tok):
+                out.append(_as_var(tok))  # "msra-sa-41:8030": what stands before a port is a host
+                continue
             out.append(tok)
+            if not numbered_words and _DIGITS.search(tok):
+                numbered_words = True
         elif i < last and tokens[i + 1] == "=" and _is_key(tok):
             out.append(tok)
         else:
             out.append(rep)
+    if numbered_words:
+        _mask_lists(out)
     return tuple(out)
+
+
+def _mask_lists(out: list[str]) -> None:
+    """Mask runs of names that differ only in their numbers ("an14 an15 an16", "node1 node2 node3"): a list of
+    values (hosts, devices) whose length varies between messages of one event, not fixed text."""
+    run_start, run_shape = 0, ""
+    for i in range(len(out) + 1):
+        tok = out[i] if i < len(out) else ""
+        shape = _DIGIT_RUNS.sub("0", tok) if tok.startswith(" ") and _DIGITS.search(tok) else ""
+        if shape and shape == run_shape:
+            continue
+        if run_shape and i - run_start >= _MIN_LIST:
+            for j in range(run_start, i):
+                out[j] = " " + VAR
+        run_start, run_shape = i, shape
 
 
 def _is_key(tok: str) -> bool:
@@ -281,10 +316,11 @@ class TemplateMiner:
         clusters: list[list[int]] = []
         for groups in by_len.values():
             for cluster in _cluster_same_length(groups, self._masked, self._counts):
-                clusters.extend(_split_on_event_words(cluster, self._masked))
+                clusters.extend(_split_on_event_words(cluster, self._masked, self._counts))
         resolved = [0] * len(self._masked)
         merged: dict[str, Template] = {}
-        for members, text in _merge_value_shapes(_merge_same_skeleton(clusters, self._masked)):
+        shaped = _merge_value_shapes(_merge_same_skeleton(clusters, self._masked))
+        for members, text in _merge_specialised(shaped, self._counts):
             t = merged.get(text)
             if t is None:
                 best = max(members, key=lambda g: self._counts[g])
@@ -396,6 +432,70 @@ def _merge_value_shapes(groups: list[tuple[list[int], str]]) -> list[tuple[list[
     return out
 
 
+# Third merge: a rare variant whose value took an unusual shape ("LOCAL(0)" where an IP usually stands, a URL
+# where a name does, "#3#") is its own cluster even though its text fits the common template. A template's
+# `<*>` may absorb text whose every whitespace-separated chunk is value-like (holds a value or a digit); fixed
+# words and `key=value` fields never get absorbed, so "Connection closed by <*> [preauth]" stays apart from
+# "Connection closed by <*>" and "rhost=<*> user=<*>" from "rhost=<*>".
+_VAR_RUN = re.compile(r"<\*>(?: <\*>)*")
+
+
+def _template_regex(text: str) -> re.Pattern[str]:
+    """A regex that a more specific template's text matches: each run of `<*>` absorbs one or more
+    whitespace-separated chunks that each hold a value or a digit and no `=`. A chunk stops before the
+    punctuation that follows the `<*>` in this template, and is taken possessively, so matching never
+    backtracks inside a chunk (linear in the text for the usual templates)."""
+    parts = _VAR_RUN.split(text)
+    out = [re.escape(parts[0])]
+    for nxt in parts[1:]:
+        stop = re.escape(nxt[0]) if nxt and not nxt[0].isalnum() and not nxt[0].isspace() else ""
+        chunk = rf"(?=[^\s={stop}]*(?:<\*>|\d))[^\s={stop}]++"
+        out.append(f"{chunk}(?: {chunk})*")
+        out.append(re.escape(nxt))
+    return re.compile("".join(out))
+
+
+def _merge_specialised(groups: list[tuple[list[int], str]], counts: list[int]) -> list[tuple[list[int], str]]:
+    """Merge each template into the most frequent more general template that its text fits."""
+    if len(groups) < 2:
+        return groups
+    weight = [sum(counts[g] for g in members) for members, _ in groups]
+    # Candidates for absorbing: templates with a variable and at least two fixed words, indexed by their
+    # rarest-looking fixed word (the longest) so that each template is only tested against a few others.
+    by_word: dict[str, list[int]] = {}
+    words_of: list[set[str]] = []
+    for i, (_, text) in enumerate(groups):
+        words = set(_WORDISH_TOKEN.findall(text))
+        words_of.append(words)
+        if VAR in text and len(words) >= 2:
+            by_word.setdefault(max(words, key=lambda w: (len(w), w)), []).append(i)
+    if not by_word:
+        return groups
+    regexes: dict[int, re.Pattern[str]] = {}
+    parent = list(range(len(groups)))
+    for i, (_, text) in enumerate(groups):
+        best = -1
+        for word in words_of[i]:
+            for j in by_word.get(word, ()):
+                if j == i or not words_of[j] <= words_of[i] or (best >= 0 and weight[j] <= weight[best]):
+                    continue
+                rx = regexes.get(j)
+                if rx is None:
+                    rx = regexes[j] = _template_regex(groups[j][1])
+                if rx.fullmatch(text):
+                    best = j
+        if best >= 0:
+            parent[i] = best
+    out: dict[int, tuple[list[int], str]] = {}
+    for i in range(len(groups)):
+        root, seen = i, 0
+        while parent[root] != root and seen < len(groups):  # follow the chain to the most general template
+            root, seen = parent[root], seen + 1
+        target = out.setdefault(root, ([], groups[root][1]))
+        target[0].extend(groups[i][0])
+    return list(out.values())
+
+
 def _cluster_same_length(groups: list[int], masked: list[tuple[str, ...]], counts: list[int]) -> list[list[int]]:
     """Greedy similarity clustering, most frequent sequences first (they make the most stable seeds)."""
     order = sorted(groups, key=lambda g: (-counts[g], masked[g]))
@@ -425,18 +525,21 @@ def _cluster_same_length(groups: list[int], masked: list[tuple[str, ...]], count
     return members
 
 
-def _split_on_event_words(cluster: list[int], masked: list[tuple[str, ...]]) -> list[list[int]]:
+def _split_on_event_words(cluster: list[int], masked: list[tuple[str, ...]], counts: list[int]) -> list[list[int]]:
     """Split a cluster on a position whose few distinct values are words (event words, not values)."""
     if len(cluster) < 2:
         return [cluster]
     n = len(masked[cluster[0]])
+    messages = sum(counts[g] for g in cluster)
     best_pos, best_values = -1, 0
     for i in range(n):
         values = {masked[g][i] for g in cluster}
-        if len(values) < 2 or len(values) > _MAX_EVENT_WORDS or any(_is_var(v) for v in values):
+        if len(values) < 2 or len(values) > _MAX_EVENT_WORDS or any(VAR in v for v in values):
             continue
         if len({_DIGIT_RUNS.sub("0", v) for v in values}) == 1:
             continue  # "bglio91" / "bglio716": one name with different numbers is a value
+        if len(values) > _FEW_EVENT_WORDS and messages < _EVENT_REPEATS * len(values):
+            continue  # more than a few words, each seen about once ("alice", "bob", ...): a value like a user
         if best_pos < 0 or len(values) < best_values:
             best_pos, best_values = i, len(values)
     if best_pos < 0:
@@ -446,7 +549,7 @@ def _split_on_event_words(cluster: list[int], masked: list[tuple[str, ...]]) -> 
         parts.setdefault(masked[g][best_pos], []).append(g)
     out: list[list[int]] = []
     for part in parts.values():
-        out.extend(_split_on_event_words(part, masked))
+        out.extend(_split_on_event_words(part, masked, counts))
     return out
 
 

@@ -75,12 +75,23 @@ class Report:
     seconds: float = 0.0
 
     @property
+    def faults(self) -> list[CaseResult]:
+        return [c for c in self.cases if c.case.fault != "none"]
+
+    @property
+    def healthy(self) -> list[CaseResult]:
+        """The no-incident controls: investigate should call them healthy."""
+        return [c for c in self.cases if c.case.fault == "none"]
+
+    @property
     def ac1(self) -> float:
-        return sum(1 for c in self.cases if c.rank == 1) / len(self.cases) if self.cases else 0.0
+        f = self.faults
+        return sum(1 for c in f if c.rank == 1) / len(f) if f else 0.0
 
     @property
     def ac3(self) -> float:
-        return sum(1 for c in self.cases if c.rank is not None and c.rank <= 3) / len(self.cases) if self.cases else 0.0
+        f = self.faults
+        return sum(1 for c in f if c.rank is not None and c.rank <= 3) / len(f) if f else 0.0
 
     @property
     def max_tokens(self) -> int:
@@ -89,7 +100,7 @@ class Report:
     def by_fault(self) -> dict[str, tuple[int, int, int]]:
         """fault -> (cases, rank 1, top 3)."""
         out: dict[str, tuple[int, int, int]] = {}
-        for c in self.cases:
+        for c in self.faults:
             n, a1, a3 = out.get(c.case.fault, (0, 0, 0))
             out[c.case.fault] = (
                 n + 1,
@@ -109,7 +120,9 @@ class Report:
         return {
             "started": self.started,
             "seconds": round(self.seconds, 1),
-            "scenarios": len(self.cases),
+            "scenarios": len(self.faults),
+            "healthy_controls": len(self.healthy),
+            "healthy_controls_called_healthy": sum(1 for c in self.healthy if c.status == "healthy"),
             "ac1": round(self.ac1, 4),
             "ac3": round(self.ac3, 4),
             "max_answer_tokens": self.max_tokens,
@@ -119,8 +132,9 @@ class Report:
         }
 
 
-def scenarios(count: int = 36, faults: tuple[str, ...] = FAULT_TYPES) -> list[Case]:
-    """`count` cases cycling through the fault types, each fault through its targets, each with its own seed."""
+def scenarios(count: int = 36, faults: tuple[str, ...] = FAULT_TYPES, healthy: int = 0) -> list[Case]:
+    """`count` cases cycling through the fault types, each fault through its targets, each with its own seed,
+    then `healthy` no-incident controls."""
     cases: list[Case] = []
     targets = {f: scenario_targets(f) for f in faults}
     i = 0
@@ -133,6 +147,7 @@ def scenarios(count: int = 36, faults: tuple[str, ...] = FAULT_TYPES) -> list[Ca
         before = 720.0 + (seed * 397) % 1080
         cases.append(Case(fault, options[round_ % len(options)], seed, before))
         i += 1
+    cases += [Case("none", "", SEED_BASE + 900 + k, 0.0) for k in range(healthy)]
     return cases
 
 
@@ -146,7 +161,7 @@ async def run_case(case: Case) -> CaseResult:
         rate=case.rate,
         scenario=case.fault,
         seed=case.seed,
-        target=case.target,
+        target=case.target or None,
         incident_start_before_end_s=case.incident_before_end_s,
     )
     truth = scenario_truth(cfg)
@@ -166,9 +181,10 @@ async def run_case(case: Case) -> CaseResult:
     sc = result.structured_content or {}
     text = "".join(getattr(c, "text", "") for c in result.content)
     ranked = [str(s["service"]) for s in sc.get("suspects", [])]
-    rank = ranked.index(truth.root_cause_service) + 1 if truth.root_cause_service in ranked else None
+    root = truth.root_cause_service
+    rank = ranked.index(root) + 1 if root and root in ranked else None
     onset_error = None
-    if sc.get("onset"):
+    if sc.get("onset") and root:
         from obsmcp.timerange import parse_instant
 
         onset_ns = parse_instant(sc["onset"], now=time.time_ns())
@@ -202,7 +218,9 @@ def markdown(report: Report, commit: str = "") -> str:
     lines = [
         "# `obsmcp eval investigate`",
         "",
-        f"Run {report.started}" + (f" on commit {commit}" if commit else "") + f", {len(report.cases)} scenarios, "
+        f"Run {report.started}"
+        + (f" on commit {commit}" if commit else "")
+        + f", {len(report.faults)} incident scenarios, "
         f"{report.seconds:.0f} s. Each: {report.cases[0].case.duration_s / 3600:.1f} h of demo telemetry at "
         f"{report.cases[0].case.rate:g} request/s, one fault injected 12-30 min before the end; `investigate` "
         "called with no arguments through the MCP SDK client."
@@ -212,6 +230,9 @@ def markdown(report: Report, commit: str = "") -> str:
         "| goal | value | met |",
         "|---|---:|---|",
         *[f"| {g} | {v} | {'PASS' if ok else 'MISS'} |" for g, v, ok in report.goals()],
+        "",
+        f"No-incident controls called healthy: {sum(1 for c in report.healthy if c.status == 'healthy')} of "
+        f"{len(report.healthy)}.",
         "",
         "| fault | cases | AC@1 | AC@3 |",
         "|---|---:|---:|---:|",

@@ -442,6 +442,7 @@ class EvalReport:
     repeat: int
     ground_truth: GroundTruth
     command: str
+    notes: list[str] = field(default_factory=list)  # caveats to print with the results (--note)
     created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
     commit: str = field(default_factory=_git_commit)
     machine: str = field(
@@ -458,6 +459,7 @@ class EvalReport:
             "python": self.python,
             "drain3_version": self.drain3,
             "command": self.command,
+            "notes": self.notes,
             "repeat": self.repeat,
             "ground_truth": self.ground_truth,
             "metrics": "GA, FGA, PA, FTA as defined in Loghub-2.0 (ISSTA'24); empty ground-truth rows dropped",
@@ -566,6 +568,7 @@ def render_report(report: EvalReport) -> str:
         "- Metrics: GA, FGA, PA, FTA as defined by Loghub-2.0 (ISSTA'24); the evaluator reproduces Drain's published "
         "numbers from Drain's own output (tests/test_eval_patterns.py, tests/data/drain_reference/README.md)",
         f"- Regenerate: `{report.command}`",
+        *(f"- Note: {note}" for note in report.notes),
         "",
     ]
     for suite in report.suites:

@@ -121,9 +121,17 @@ def compute_investigation(
         notes.append("little data before the range: the first part of the range serves as the baseline")
     # The strongest shift in any service's own signals is the first guess at the onset: comparing against
     # the whole window would dilute an incident that began late in it.
-    strongest = _strongest_shift(series, focus.services)
-    if strongest is not None:
-        split = strongest
+    shifts = _shifts(series, focus.services)
+    if shifts:
+        # Several services may shift (noise, or a slow ramp elsewhere): the split that makes the incident
+        # clearest wins.
+        split = max(
+            shifts,
+            key=lambda b: (
+                rca.rank(_restrict(rca.compare(series, b, full.start_ns, full.end_ns), focus.services)).strength
+            ),
+        )
+    strongest = split if shifts else None
     data_start = with_data[0] if with_data else full.start_ns
     changes = _restrict(rca.compare(series, split, full.start_ns, full.end_ns), focus.services)
     # Versions only of the services that show something of their own: reading resources costs per service.
@@ -217,18 +225,22 @@ def _signals(series: rca.StructureSeries, svc: str) -> tuple[list[int], dict[str
     return buckets, {"latency": own, "errors": orig, "work": spans}
 
 
-def _strongest_shift(series: rca.StructureSeries, services: set[str] | None) -> int | None:
-    """The bucket where some service's own time, error origins or work shifts up most clearly."""
-    best: tuple[float, int] | None = None
+def _shifts(series: rca.StructureSeries, services: set[str] | None, keep: int = 4) -> list[int]:
+    """Buckets where some service's own time, error origins or work shifts up clearly, strongest first."""
+    found: list[tuple[float, int]] = []
     for svc in series.services:
         if services is not None and svc not in services:
             continue
         buckets, signals = _signals(series, svc)
         for values in signals.values():
             cp = rca.change_point(values)
-            if cp is not None and cp[1] >= CHANGE_STAT_MIN and (best is None or cp[1] > best[0]):
-                best = (cp[1], buckets[cp[0]])
-    return best[1] if best else None
+            if cp is not None and cp[1] >= CHANGE_STAT_MIN:
+                found.append((cp[1], buckets[cp[0]]))
+    out: list[int] = []
+    for _, b in sorted(found, reverse=True):
+        if b not in out:
+            out.append(b)
+    return out[:keep]
 
 
 def _onset(series: rca.StructureSeries, ranking: rca.Ranking) -> int | None:
