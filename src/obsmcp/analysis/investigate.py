@@ -12,7 +12,8 @@ part of the trace each service is responsible for itself:
   engineer wants.
 * error origins: error spans with no error below them. A client span that failed while its callee's span did
   not (a timeout waiting on a slow callee), or failed with no callee span at all (connection refused) is
-  attributed to the callee.
+  attributed to the callee; so is the time such a call without a callee span took (the caller waited on a
+  service that was not there).
 
 Both are normalized per trace, so a traffic change does not look like a regression. This module is pure: the
 tool layer fetches per-(bucket, service) sums with one SQL query and passes them here.
@@ -64,6 +65,8 @@ class StructureSeries:
     cells: dict[tuple[int, str], Cell] = field(default_factory=dict)
     # row id of one entry span per (bucket, service) -> (bucket, service): where to read resource attributes
     representatives: dict[int, tuple[int, str]] = field(default_factory=dict)
+    # (bucket, caller, callee) -> calls of the caller that failed because of the callee
+    failed_calls: dict[tuple[int, str, str], int] = field(default_factory=dict)
     # (bucket, service, span name) -> (spans, total duration ns, error spans)
     operations: dict[tuple[int, str, str], tuple[int, int, int]] = field(default_factory=dict)
 
@@ -97,7 +100,9 @@ class ServiceChange:
     entry_ms_after: float
     spans_before: float = 0.0  # spans of the service per trace
     spans_after: float = 0.0
-    exclusive_t: float = 0.0  # Welch t of own time per trace, bucket by bucket, after vs before
+    # callee -> rise of this service's calls failing because of it, per 1,000 traces (significant rises only)
+    failing_callees: dict[str, float] = field(default_factory=dict)
+    exclusive_t: float = 0.0  # rank-test z of own time per trace, bucket by bucket, after vs before
     spans_t: float = 0.0  # the same for spans per trace
 
     @property
@@ -147,9 +152,19 @@ class Ranking:
 LATENCY_SYMPTOM_MIN = 0.08
 LATENCY_MS_MIN = 2.0
 ERROR_Z_MIN = 4.0
-# A rise in own time or work must also be consistent over time: Welch's t over the per-bucket values, so one
+# A rise in own time or work must also be consistent over time: a rank test over the per-bucket values, so one
 # burst of slow requests (or the best of several candidate splits) does not pass for a shift.
 SHIFT_T_MIN = 3.5
+# ... or a large rise (by half of the service's own baseline) that is moderately consistent: low-traffic
+# services have few requests a minute, so their per-minute values are noisy even when the shift is real.
+SHIFT_T_LARGE = 2.5
+SHIFT_LARGE_RATIO = 1.5
+
+
+def _shifted(before: float, after: float, z: float) -> bool:
+    return z >= SHIFT_T_MIN or (z >= SHIFT_T_LARGE and after >= SHIFT_LARGE_RATIO * before)
+
+
 # Work: a service's spans per trace must rise by this many and by this share, and the system's by this share.
 WORK_SPANS_MIN = 0.3
 WORK_RISE_MIN = 0.25
@@ -162,15 +177,34 @@ def _poisson_z(before: int, after: int, ratio: float) -> float:
     return (after - expected) / math.sqrt(after + expected * ratio + 1.0)
 
 
-def welch_t(before: list[float], after: list[float]) -> float:
-    """Welch's t statistic of a rise from `before` to `after` (0 when either side is too short)."""
-    if len(before) < 3 or len(after) < 3:
+def rank_shift_z(before: list[float], after: list[float]) -> float:
+    """Mann-Whitney z of a rise from `before` to `after` (normal approximation with tie correction; 0 when
+    either side is too short).
+
+    A rank test, not a t-test: per-minute own time is heavy-tailed (one lock wait of seconds in a quiet
+    minute), which inflates the variance a t-test divides by and hides a real, consistent rise at
+    low-traffic services, while a single outlier minute moves a rank test by one rank only.
+    """
+    n1, n2 = len(before), len(after)
+    if n1 < 3 or n2 < 3:
         return 0.0
-    mb, ma = sum(before) / len(before), sum(after) / len(after)
-    vb = sum((v - mb) ** 2 for v in before) / (len(before) - 1)
-    va = sum((v - ma) ** 2 for v in after) / (len(after) - 1)
-    se = math.sqrt(vb / len(before) + va / len(after))
-    return (ma - mb) / se if se > 0 else (math.inf if ma > mb else 0.0)
+    values = sorted((v, i >= n1) for i, v in enumerate(before + after))
+    rank_sum_after = 0.0
+    ties = 0.0
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1][0] == values[i][0]:
+            j += 1
+        mid = (i + j) / 2 + 1  # average rank of the tied run
+        t = j - i + 1
+        ties += t**3 - t
+        rank_sum_after += mid * sum(1 for k in range(i, j + 1) if values[k][1])
+        i = j + 1
+    n = n1 + n2
+    u = rank_sum_after - n2 * (n2 + 1) / 2
+    var = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
+    return (u - n1 * n2 / 2) / math.sqrt(var) if var > 0 else 0.0
 
 
 def compare(series: StructureSeries, split: int, lo: int, hi: int) -> dict[str, ServiceChange]:
@@ -178,6 +212,10 @@ def compare(series: StructureSeries, split: int, lo: int, hi: int) -> dict[str, 
     tb, before = series.totals(lo, split)
     ta, after = series.totals(split, hi)
     tb, ta = max(tb, 1), max(ta, 1)
+    fails: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for (bucket, caller, callee), n in series.failed_calls.items():
+        if lo <= bucket < hi:
+            fails[(caller, callee)][bucket >= split] += n
     out: dict[str, ServiceChange] = {}
     for svc in sorted(set(before) | set(after)):
         buckets, own, _, spans = service_signal(series, svc)
@@ -199,14 +237,17 @@ def compare(series: StructureSeries, split: int, lo: int, hi: int) -> dict[str, 
             entry_ms_after=a.entry_ns / a.entries / MS if a.entries else 0.0,
             spans_before=b.spans / tb,
             spans_after=a.spans / ta,
-            exclusive_t=welch_t(
+            exclusive_t=rank_shift_z(
                 [v for v, f in zip(own, first, strict=True) if f], [v for v, f in zip(own, first, strict=True) if not f]
             ),
-            spans_t=welch_t(
+            spans_t=rank_shift_z(
                 [v for v, f in zip(spans, first, strict=True) if f],
                 [v for v, f in zip(spans, first, strict=True) if not f],
             ),
         )
+    for (caller, callee), (nb, na) in fails.items():
+        if caller in out and _poisson_z(nb, na, ta / tb) >= ERROR_Z_MIN:
+            out[caller].failing_callees[callee] = 1000 * (na / ta - nb / tb)
     return out
 
 
@@ -221,7 +262,10 @@ def rank(changes: dict[str, ServiceChange], deployed: frozenset[str] = frozenset
     base_ms = sum(c.exclusive_ms_before for c in changes.values()) or 1.0
     base_spans = sum(c.spans_before for c in changes.values()) or 1.0
     lat = {
-        s: c.exclusive_delta_ms if c.exclusive_delta_ms >= LATENCY_MS_MIN and c.exclusive_t >= SHIFT_T_MIN else 0.0
+        s: c.exclusive_delta_ms
+        if c.exclusive_delta_ms >= LATENCY_MS_MIN
+        and _shifted(c.exclusive_ms_before, c.exclusive_ms_after, c.exclusive_t)
+        else 0.0
         for s, c in changes.items()
     }
     err = {s: max(0.0, c.origins_delta) if c.origins_z >= ERROR_Z_MIN else 0.0 for s, c in changes.items()}
@@ -229,10 +273,23 @@ def rank(changes: dict[str, ServiceChange], deployed: frozenset[str] = frozenset
         s: c.spans_delta
         if c.spans_delta >= WORK_SPANS_MIN
         and c.spans_after >= (1 + WORK_RISE_MIN) * c.spans_before
-        and c.spans_t >= SHIFT_T_MIN
+        and _shifted(c.spans_before, c.spans_after, c.spans_t)
         else 0.0
         for s, c in changes.items()
     }
+    # A caller whose calls to a service started failing (timeouts, refused connections) spends the added time
+    # and calls (retries, backoff) because of that service: pass its latency and work on to it.
+    for caller, c in changes.items():
+        targets = {k: v for k, v in c.failing_callees.items() if k in changes and v > 0}
+        total = sum(targets.values())
+        if not total:
+            continue
+        for d in (lat, work):
+            moved = d.get(caller, 0.0)
+            if moved:
+                d[caller] = 0.0
+                for callee, v in targets.items():
+                    d[callee] = d.get(callee, 0.0) + moved * v / total
     for d in (lat, err, work):
         for s in deployed:
             if d.get(s):

@@ -321,7 +321,7 @@ def _suspect(
     if ranking.latency_share.get(svc):
         ev.append(
             f"own time per request {c.exclusive_ms_before:.1f} -> {c.exclusive_ms_after:.1f} ms "
-            f"({ranking.latency_share[svc]:.0%} of the system's added latency)"
+            f"({ranking.latency_share[svc]:.0%} of the added latency is attributed here)"
         )
     if ranking.error_share.get(svc):
         ev.append(

@@ -64,13 +64,14 @@ def structure_series(ctx: ToolContext, tr: TimeRange, step_ns: int, sample: Samp
       SELECT s.b, s.svc, s.kind, s.dur, s.err, s.pid, s.callee, p.svc AS psvc, p.dur AS pdur, k.kerr, k.ksvc
       FROM s LEFT JOIN s AS p ON s.pid = p.id
              LEFT JOIN kids AS k ON k.pid = s.id
-    ), origins AS (
-      SELECT b,
+    ), blamed AS (
+      SELECT b, svc AS caller,
              CASE WHEN kind = 'Client' AND ksvc IS NOT NULL AND ksvc <> svc THEN ksvc
                   WHEN kind = 'Client' AND ksvc IS NULL AND callee IN (SELECT svc FROM known) THEN callee
-                  ELSE svc END AS svc,
-             count(*) AS n
-      FROM j WHERE err AND NOT coalesce(kerr, false) GROUP BY 1, 2
+                  ELSE svc END AS svc
+      FROM j WHERE err AND NOT coalesce(kerr, false)
+    ), origins AS (
+      SELECT b, svc, count(*) AS n FROM blamed GROUP BY 1, 2
     )
     SELECT 'cell' AS row_type, b, svc,
            sum(dur) FILTER (WHERE psvc IS NULL OR psvc <> svc) AS entry_ns,
@@ -85,6 +86,14 @@ def structure_series(ctx: ToolContext, tr: TimeRange, step_ns: int, sample: Samp
     UNION ALL
     SELECT 'cell', b, svc, 0, 0, 0, 0, 0, n, 0, NULL FROM origins
     UNION ALL
+    -- A failed call that reached no span of the callee (connection refused, a crashed service): the time the
+    -- caller lost is the callee's, as if it had answered with an error that slowly.
+    SELECT 'cell', b, unnest([svc, callee]), 0, 0, 0, 0, unnest([sum(dur), -sum(dur)]), 0, 0, NULL FROM j
+    WHERE err AND kind = 'Client' AND ksvc IS NULL AND callee <> svc AND callee IN (SELECT svc FROM known)
+    GROUP BY b, svc, callee
+    UNION ALL
+    SELECT 'fail', b, caller, 0, count(*), 0, 0, 0, 0, 0, svc FROM blamed WHERE svc <> caller GROUP BY b, caller, svc
+    UNION ALL
     SELECT 'op', b, svc, sum(dur), count(*), count(*) FILTER (WHERE err), 0, 0, 0, 0, name FROM s GROUP BY b, svc, name
     UNION ALL
     SELECT 'rid', b, svc, min(rid), 0, 0, 0, 0, 0, 0, NULL FROM s
@@ -98,6 +107,9 @@ def structure_series(ctx: ToolContext, tr: TimeRange, step_ns: int, sample: Samp
         if row_type == "op":
             # Per operation (span name): calls, total duration, errors; entry_* columns carry them.
             series.operations[(bucket, str(svc), str(name))] = (int(entries), int(entry_ns or 0), int(entry_errors))
+        elif row_type == "fail":
+            # Calls that failed because of another service (timeouts on it, refused connections).
+            series.failed_calls[(bucket, str(svc), str(name))] = int(entries)
         elif row_type == "rid":
             # The first entry span of the service in the bucket (a row id): `versions` reads its resource,
             # a few hundred rows instead of an attribute lookup on every span.
