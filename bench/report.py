@@ -223,7 +223,10 @@ CASE_LABELS = {
 
 def load_results() -> list[dict[str, Any]]:
     out = []
+    # Only the ingest/latency runs (<size>.json); analysis_*.json and eval_*.json have their own sections.
     for p in RESULTS.glob("*.json"):
+        if p.stem not in SIZE_ORDER:
+            continue
         try:
             out.append(json.loads(p.read_text()))
         except ValueError:
@@ -504,5 +507,9 @@ def write_readme() -> Path:
     notes = [n for r in results for n in r.get("notes", [])]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in dict.fromkeys(notes)] + [""]
+    # The analysis benchmark keeps its own section, generated from analysis_<size>.json.
+    from bench.analysis import readme_section
+
+    lines += ["", readme_section()]
     path.write_text("\n".join(lines))
     return path

@@ -17,6 +17,7 @@ from obsmcp.tools.context import ToolContext
 # Spans joined per query, at most: a trace sample keeps the self-joins bounded on big stores. Sampling by
 # trace id keeps whole traces together, so every sum stays consistent within the sample.
 MAX_SAMPLED_SPANS = 120_000
+MAX_REPRESENTATIVES = 96
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,23 @@ def structure_series(ctx: ToolContext, tr: TimeRange, step_ns: int, sample: Samp
 def versions(ctx: ToolContext, series: StructureSeries, services: set[str]) -> dict[str, list[tuple[int, str]]]:
     """service -> [(first bucket seen, service.version)], oldest first, for the given services, read from one
     representative entry span per (bucket, service)."""
-    representatives = {rid: bs for rid, bs in series.representatives.items() if bs[1] in services}
-    if not representatives:
+    by_service: dict[str, list[tuple[int, int]]] = {}
+    for rid, (bucket, svc) in series.representatives.items():
+        if svc in services:
+            by_service.setdefault(svc, []).append((bucket, rid))
+    if not by_service:
         return {}
+    # A short IN list on rowid is pruned by row group; a long one turns into a scan and hash join (~0.8 s at
+    # 10M spans). So at most MAX_REPRESENTATIVES rows, spread evenly over time per service, first and last kept:
+    # enough to see a version change to within a few minutes.
+    per_service = max(2, MAX_REPRESENTATIVES // len(by_service))
+    representatives: dict[int, tuple[int, str]] = {}
+    for svc, rows in by_service.items():
+        rows.sort()
+        picks = {round(i * (len(rows) - 1) / (per_service - 1)) for i in range(per_service)} if len(rows) > 1 else {0}
+        for i in picks:
+            bucket, rid = rows[i]
+            representatives[rid] = (bucket, svc)
     ver = ctx.dialect.attr('"ResourceAttributes"', "'service.version'")
     ids = sorted(representatives)
     _, rows = ctx.db.query(
@@ -148,8 +163,8 @@ def versions(ctx: ToolContext, series: StructureSeries, services: set[str]) -> d
         key = (svc, str(v))
         first[key] = min(first.get(key, bucket), bucket)
     out: dict[str, list[tuple[int, str]]] = {}
-    for (svc, v), bucket in first.items():
-        out.setdefault(svc, []).append((bucket, v))
+    for (name, version), seen_at in first.items():
+        out.setdefault(name, []).append((seen_at, version))
     for seen in out.values():
         seen.sort()
     return out
