@@ -152,8 +152,9 @@ def versions(ctx: ToolContext, series: StructureSeries, services: set[str]) -> d
     ver = ctx.dialect.attr('"ResourceAttributes"', "'service.version'")
     ids = sorted(representatives)
     _, rows = ctx.db.query(
-        f"SELECT rowid, {ver} FROM otel_traces WHERE rowid IN ({', '.join('?' * len(ids))})",
-        ids,
+        # One point lookup per row, as a UNION: an IN list becomes a semi-join over the whole table (4x slower
+        # at 10M spans). The ids are integers from the store, not user input.
+        " UNION ALL ".join(f"SELECT rowid, {ver} FROM otel_traces WHERE rowid = {int(rid)}" for rid in ids)
     )
     first: dict[tuple[str, str], int] = {}
     for rid, v in rows:
