@@ -8,9 +8,7 @@ so an agent that cannot see images still learns what the chart shows.
 from __future__ import annotations
 
 import base64
-import importlib
 from collections.abc import Sequence
-from typing import Any
 
 from mcp.types import CallToolResult, ImageContent
 from pydantic import BaseModel, Field
@@ -20,6 +18,7 @@ from obsmcp.analysis.charts import Line, Panel, Shade, Threshold, render_histogr
 from obsmcp.config import Settings
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_duration, format_ns, resolve_range
+from obsmcp.tools import slo as slo_tool
 from obsmcp.tools.anomalies import (
     ENTRY,
     SIGNAL_LABEL,
@@ -54,15 +53,10 @@ class ChartResult(BaseModel):
 
 
 def latency_thresholds(settings: Settings, service: str | None) -> list[tuple[str, float]]:
-    """(label, ms) lines to draw: the SLO engine's when it is there, else the issue's defaults."""
-    try:
-        slo: Any = importlib.import_module("obsmcp.analysis.slo")
-    except ImportError:
-        slo = None
-    fn = getattr(slo, "latency_thresholds", None)
-    if fn is None:
+    """(label, ms) lines to draw: the service's latency SLOs (configured, or the defaults)."""
+    if service is None:
         return list(DEFAULT_THRESHOLDS)
-    return [(str(label), float(ms)) for label, ms in fn(settings, service)]
+    return slo_tool.latency_thresholds(settings, service)
 
 
 def render_chart(
