@@ -34,7 +34,7 @@ def test_subcommand_help(cmd: str) -> None:
     assert "Usage:" in r.stdout and "--data-dir" in r.stdout, r.stdout
 
 
-def test_tool_list_names_the_nine_tools(tmp_path: Path) -> None:
+def test_tool_list_names_every_tool(tmp_path: Path) -> None:
     r = run_cli("tool", "--list", "--data-dir", str(tmp_path / "data"))
     assert r.returncode == 0, r.stderr
     names = {line.split()[0] for line in r.stdout.splitlines() if line.strip()}
@@ -188,3 +188,56 @@ def test_ingest_warns_when_records_are_older_than_the_retention(tmp_path: Path, 
     )
     assert r.returncode == 0, r.stderr
     assert "older than the 7-day retention" in r.stderr and "OBSMCP_RETENTION_DAYS" in r.stderr
+
+
+@pytest.mark.slow
+def test_demo_stops_cleanly_on_sigint_even_when_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A demo launched in the background by a script inherits SIGINT as ignored; it must still stop on it."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import OBSMCP, clean_env, free_port
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen(
+        [
+            str(OBSMCP),
+            "demo",
+            "--duration",
+            "5m",
+            "--rate",
+            "0.5",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--port",
+            str(free_port()),
+            "--otlp-port",
+            str(free_port()),
+        ],
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ignore_sigint,
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 120
+        seen = ""
+        while "Ctrl-C to stop" not in seen and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert "Ctrl-C to stop" in seen, seen
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        rest = proc.stderr.read()
+        assert "Traceback" not in rest, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

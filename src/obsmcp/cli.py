@@ -268,10 +268,12 @@ async def _demo(
         print("", file=sys.stderr)
         _print_endpoints(rt.endpoints, sys.stderr)
         print(
-            "\nTry: obsmcp tool list_services --data-dir " + str(rt.settings.data_dir) + "   (Ctrl-C to stop)",
+            "\nTry: obsmcp tool investigate --data-dir " + str(rt.settings.data_dir) + "   (Ctrl-C to stop)",
             file=sys.stderr,
         )
-        await asyncio.Event().wait()
+        # Explicit handlers, not KeyboardInterrupt: a demo started in the background by a script inherits
+        # SIGINT as ignored, and SIGTERM would otherwise skip the clean shutdown.
+        await runtime.wait_for_stop_signal()
 
 
 def _signal_of(path: Path, text_head: bytes, forced: str | None) -> str:
