@@ -234,8 +234,8 @@ def test_demo_stops_cleanly_on_sigint_even_when_started_with_sigint_ignored(tmp_
             seen += line
         assert "Ctrl-C to stop" in seen, seen
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
-        rest = proc.stderr.read()
+        _, rest = proc.communicate(timeout=60)
+        assert proc.returncode == 0, seen + rest
         assert "Traceback" not in rest, rest
     finally:
         if proc.poll() is None:

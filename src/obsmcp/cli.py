@@ -6,9 +6,11 @@ Every flag has an OBSMCP_* environment variable; a --config TOML file gives the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -442,25 +444,33 @@ def tool(
         raise typer.Exit(1)
 
 
+@contextlib.contextmanager
+def _mcp_target(settings: Settings) -> Iterator[Any]:
+    """What an MCP client should talk to: this process's server on the store, or the server that owns it."""
+    from obsmcp import runtime
+
+    try:
+        rt = runtime.Runtime.open(settings)
+    except runtime.StoreLockedError:
+        owner = runtime.read_owner(settings)
+        if not owner or not owner.get("mcp_url"):
+            raise _fail(runtime.data_dir_in_use_message(settings, owner)) from None
+        yield owner["mcp_url"]
+        return
+    try:
+        yield rt.mcp
+    finally:
+        rt.close()
+
+
 async def _call_tool(
     settings: Settings, name: str | None, args: dict[str, Any], list_tools: bool
 ) -> tuple[str, Any, bool] | None:
     from mcp import Client
 
-    from obsmcp import runtime
-
-    rt = None
-    try:
-        rt = runtime.Runtime.open(settings)
-        target: Any = rt.mcp
-    except runtime.StoreLockedError:
-        owner = runtime.read_owner(settings)
-        if not owner or not owner.get("mcp_url"):
-            raise _fail(runtime.data_dir_in_use_message(settings, owner)) from None
-        target = owner["mcp_url"]
     # Exits are raised after the client closes: raised inside it, they surface as an ExceptionGroup traceback.
     failure: typer.Exit | None = None
-    try:
+    with _mcp_target(settings) as target:
         async with Client(target) as client:
             tools = await client.list_tools()
             names = [t.name for t in tools.tools]
@@ -479,9 +489,6 @@ async def _call_tool(
                 r = await client.call_tool(name, args)
                 text = "\n".join(getattr(c, "text", "") for c in r.content)
                 return text, r.structured_content, bool(r.is_error)
-    finally:
-        if rt is not None:
-            rt.close()
     if failure is not None:
         raise failure
     return None
@@ -674,23 +681,9 @@ async def _draw_chart(settings: Settings, args: dict[str, Any]) -> tuple[str, by
     from mcp import Client
     from mcp.types import ImageContent, TextContent
 
-    from obsmcp import runtime
-
-    rt = None
-    try:
-        rt = runtime.Runtime.open(settings)
-        target: Any = rt.mcp
-    except runtime.StoreLockedError:
-        owner = runtime.read_owner(settings)
-        if not owner or not owner.get("mcp_url"):
-            return runtime.data_dir_in_use_message(settings, owner), None
-        target = owner["mcp_url"]
-    try:
+    with _mcp_target(settings) as target:
         async with Client(target) as client:
             r = await client.call_tool("render_chart", args)
-    finally:
-        if rt is not None:
-            rt.close()
     text = "\n".join(c.text for c in r.content if isinstance(c, TextContent))
     images = [c for c in r.content if isinstance(c, ImageContent)]
     if r.is_error or not images:
