@@ -9,12 +9,10 @@ deploys) add evidence to the suspects and name the impact. The answer stays with
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from pydantic import BaseModel, Field
 
 from obsmcp.analysis import investigate as rca
@@ -23,8 +21,6 @@ from obsmcp.timerange import NS_PER_S, TimeRange, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
 from obsmcp.tools.structure import choose_sample, structure_series
 from obsmcp.tools.structure import versions as structure_versions
-
-log = structlog.get_logger("obsmcp.investigate")
 
 MIN_STEP_NS = 60 * NS_PER_S
 TARGET_BUCKETS = 120
@@ -89,7 +85,6 @@ def compute_investigation(
     start: str | None = None,
     end: str | None = None,
 ) -> InvestigateResult:
-    t_start = time.perf_counter()
     focus = _focus(ctx, service, trace_id, alert, start, end)
     tr = focus.tr
     length = tr.duration_ns
@@ -178,7 +173,6 @@ def compute_investigation(
         if versions_changed:
             res.summary += " Deploys: " + "; ".join(f"{s} {v}" for s, v in versions_changed.items()) + "."
         res.next_calls = [NextCall(tool="list_services", arguments=_range_args(tr), why="RED figures per service")]
-        _add_elapsed(res, t_start)
         return res
     res.status = "incident"
     for svc, score in suspects:
@@ -202,12 +196,7 @@ def compute_investigation(
         + (f"{len(res.impact)} other service(s) affected." if res.impact else "")
     )
     res.next_calls = _next_calls(ctx, top, kind, after)
-    _add_elapsed(res, t_start)
     return res
-
-
-def _add_elapsed(res: InvestigateResult, t0: float) -> None:
-    log.debug("investigate_done", ms=round((time.perf_counter() - t0) * 1000, 1))
 
 
 def _bucket_floor(t: int, origin: int, step: int) -> int:
