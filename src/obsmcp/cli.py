@@ -607,7 +607,7 @@ def eval_investigate(
 
     def progress(r: ev.CaseResult) -> None:
         if r.case.fault == "none":
-            mark = "ok" if r.status == "healthy" else f"FALSE ALARM ({r.status})"
+            mark = {"healthy": "ok", "degraded": "degraded"}.get(r.status, f"FALSE ALARM ({r.summary})")
         else:
             mark = {1: "rank 1"}.get(r.rank or 0, f"rank {r.rank}" if r.rank else "MISSED")
         typer.echo(f"{r.case.name:45s} {mark:7s} {', '.join(r.ranked[:3])}  ({r.seconds:.2f} s)", err=True)

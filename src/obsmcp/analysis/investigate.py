@@ -139,6 +139,15 @@ class Ranking:
         )
 
     @property
+    def clear(self) -> bool:
+        """Some symptom at least twice its noise threshold: an incident, not a wobble that may be noise."""
+        return (
+            self.latency_symptom >= 2 * LATENCY_SYMPTOM_MIN
+            or self.error_symptom >= 2 * ERROR_Z_MIN
+            or self.work_symptom >= 2 * WORK_SYMPTOM_MIN
+        )
+
+    @property
     def anything_wrong(self) -> bool:
         return (
             self.latency_symptom >= LATENCY_SYMPTOM_MIN

@@ -121,8 +121,13 @@ class Report:
             "started": self.started,
             "seconds": round(self.seconds, 1),
             "scenarios": len(self.faults),
+            "faults_called": {
+                st: sum(1 for c in self.faults if c.status == st) for st in ("incident", "degraded", "healthy")
+            },
             "healthy_controls": len(self.healthy),
             "healthy_controls_called_healthy": sum(1 for c in self.healthy if c.status == "healthy"),
+            "healthy_controls_called_degraded": sum(1 for c in self.healthy if c.status == "degraded"),
+            "healthy_controls_called_incident": sum(1 for c in self.healthy if c.status == "incident"),
             "ac1": round(self.ac1, 4),
             "ac3": round(self.ac3, 4),
             "max_answer_tokens": self.max_tokens,
@@ -231,8 +236,14 @@ def markdown(report: Report, commit: str = "") -> str:
         "|---|---:|---|",
         *[f"| {g} | {v} | {'PASS' if ok else 'MISS'} |" for g, v, ok in report.goals()],
         "",
-        f"No-incident controls called healthy: {sum(1 for c in report.healthy if c.status == 'healthy')} of "
-        f"{len(report.healthy)}.",
+        f"Fault scenarios called incident {sum(1 for c in report.faults if c.status == 'incident')}, degraded "
+        f"{sum(1 for c in report.faults if c.status == 'degraded')}, healthy "
+        f"{sum(1 for c in report.faults if c.status == 'healthy')}.",
+        "",
+        f"No-incident controls ({len(report.healthy)}): called healthy "
+        f"{sum(1 for c in report.healthy if c.status == 'healthy')}, degraded (a small shift, flagged as possibly "
+        f"noise) {sum(1 for c in report.healthy if c.status == 'degraded')}, incident "
+        f"{sum(1 for c in report.healthy if c.status == 'incident')}.",
         "",
         "| fault | cases | AC@1 | AC@3 |",
         "|---|---:|---:|---:|",

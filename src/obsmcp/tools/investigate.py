@@ -174,7 +174,7 @@ def compute_investigation(
             res.summary += " Deploys: " + "; ".join(f"{s} {v}" for s, v in versions_changed.items()) + "."
         res.next_calls = [NextCall(tool="list_services", arguments=_range_args(tr), why="RED figures per service")]
         return res
-    res.status = "incident"
+    res.status = "incident" if ranking.clear else "degraded"
     for svc, score in suspects:
         suspect = _suspect(ctx, series, svc, score, ranking, after, before, versions_changed.get(svc))
         if score == 0.0:
@@ -190,7 +190,8 @@ def compute_investigation(
     kind = max(shares, key=lambda k: shares[k])
     since = f" since {format_ns(split)}" if onset is not None else ""
     res.summary = (
-        f"Most likely origin: {top.service}"
+        ("" if ranking.clear else "A small shift, possibly noise (below twice the noise thresholds). ")
+        + f"Most likely origin: {top.service}"
         + (f" ({top.operation})" if top.operation else "")
         + f" — {kind}{since}. "
         + (f"{len(res.impact)} other service(s) affected." if res.impact else "")
