@@ -128,15 +128,16 @@ async def _serve(rt: Any, http: bool) -> None:
     from obsmcp import runtime
 
     async with runtime.running(rt, mcp_http=http, strict_ports=http):
-        if http:
-            _print_endpoints(rt.endpoints, sys.stderr)
-            await runtime.wait_for_stop_signal()
-        else:
-            stdio = asyncio.create_task(rt.mcp.run_stdio_async())
-            stopper = asyncio.create_task(runtime.wait_for_stop_signal())
-            await asyncio.wait({stdio, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (stdio, stopper):
-                task.cancel()
+        with runtime.stop_signal() as stop:
+            if http:
+                _print_endpoints(rt.endpoints, sys.stderr)
+                await stop.wait()
+            else:
+                stdio = asyncio.create_task(rt.mcp.run_stdio_async())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({stdio, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (stdio, stopper):
+                    task.cancel()
 
 
 def _print_endpoints(endpoints: dict[str, str], stream: Any) -> None:
@@ -267,15 +268,16 @@ async def _demo(
         print(f"Injected incident: {truth.description}", file=sys.stderr)
         if not serve_after:
             return
-        print("", file=sys.stderr)
-        _print_endpoints(rt.endpoints, sys.stderr)
-        print(
-            "\nTry: obsmcp tool investigate --data-dir " + str(rt.settings.data_dir) + "   (Ctrl-C to stop)",
-            file=sys.stderr,
-        )
         # Explicit handlers, not KeyboardInterrupt: a demo started in the background by a script inherits
         # SIGINT as ignored, and SIGTERM would otherwise skip the clean shutdown.
-        await runtime.wait_for_stop_signal()
+        with runtime.stop_signal() as stop:
+            print("", file=sys.stderr)
+            _print_endpoints(rt.endpoints, sys.stderr)
+            print(
+                "\nTry: obsmcp tool investigate --data-dir " + str(rt.settings.data_dir) + "   (Ctrl-C to stop)",
+                file=sys.stderr,
+            )
+            await stop.wait()
 
 
 def _signal_of(path: Path, text_head: bytes, forced: str | None) -> str:

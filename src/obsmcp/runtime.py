@@ -310,14 +310,19 @@ async def bridge_stdio(mcp_url: str) -> None:
         await s_write.aclose()
 
 
-async def wait_for_stop_signal() -> None:
-    """Return on SIGINT or SIGTERM (a clean shutdown: listeners stop, queued writes commit)."""
+@contextlib.contextmanager
+def stop_signal() -> Iterator[asyncio.Event]:
+    """An event set on SIGINT or SIGTERM (a clean shutdown: listeners stop, queued writes commit).
+
+    Enter it before telling anyone how to stop the process: a signal that arrives before the handlers are
+    installed is lost when the process inherited SIGINT as ignored (started in the background by a script).
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
