@@ -46,7 +46,7 @@ from typing import Any
 import duckdb
 
 from bench import report, sysmon
-from bench.latency import summarize, tokens
+from bench.latency import result_text, summarize, time_tool, tokens
 from bench.sysmon import CpuWatch, settle
 
 WORK = Path(__file__).resolve().parent / ".work"
@@ -347,27 +347,6 @@ def naive_red_chart(lo: int, hi: int, service: str) -> NaiveFn:
 # -- timing -----------------------------------------------------------------------------------------------
 
 
-def _result_text(res: Any) -> str:
-    return "".join(getattr(c, "text", "") for c in res.content or [])
-
-
-async def _time_tool(client: Any, case: Case, reps: int) -> tuple[dict[str, Any], Any]:
-    t0 = time.perf_counter()
-    first = await client.call_tool(case.tool, case.args)  # warm-up
-    first_s = time.perf_counter() - t0
-    n = max(MIN_REPS, min(reps, int(MAX_CASE_SECONDS / max(first_s, 1e-3))))
-    samples, last = [], first
-    for _ in range(n):
-        t0 = time.perf_counter()
-        last = await client.call_tool(case.tool, case.args)
-        samples.append(time.perf_counter() - t0)
-    out = summarize(samples)
-    out["first_call_ms"] = round(first_s * 1000, 2)
-    if last.is_error:
-        out["error"] = _result_text(last)[:500]
-    return out, last
-
-
 def _patched(patch: dict[str, Any]) -> list[tuple[Any, str, Any]]:
     import importlib
 
@@ -393,7 +372,7 @@ async def _time_naive(client: Any, cur: duckdb.DuckDBPyConnection, case: Case, r
             for mod, attr, value in saved:
                 setattr(mod, attr, value)
         sc = res.structured_content or {}
-        return {"error": _result_text(res)[:300]} if res.is_error else {"notes": (sc.get("notes") or [])[:3]}
+        return {"error": result_text(res)[:300]} if res.is_error else {"notes": (sc.get("notes") or [])[:3]}
 
     t0 = time.perf_counter()
     info = await once()
@@ -609,7 +588,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict[str, Any]:
                 quiet = settle(log)
                 log(f"[{size}] {case.key}: tool ...")
                 with CpuWatch() as w:
-                    stats, r = await _time_tool(client, case, args.reps)
+                    stats, r = await time_tool(client, case, args.reps, MAX_CASE_SECONDS)
                 stats["other_cores"] = w.result["other_cores"]
                 stats["attempt"], stats["quiet_wait"] = attempt, quiet
                 if best is None or (stats["other_cores"] or 0) < (best["other_cores"] or 0):
@@ -619,7 +598,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict[str, Any]:
                 log(f"[{size}]   disturbed ({stats['other_cores']} cores by others): measuring the tool again")
             assert best is not None
             entry["tool_latency"] = best
-            text = _result_text(res)
+            text = result_text(res)
             sc = res.structured_content
             entry["tokens_text"] = tokens(text)
             entry["tokens_structured"] = (

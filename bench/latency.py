@@ -81,10 +81,10 @@ def summarize(samples: list[float]) -> dict[str, Any]:
     }
 
 
-def _reps_for(first_s: float, reps: int) -> int:
+def _reps_for(first_s: float, reps: int, max_seconds: float = MAX_CASE_SECONDS) -> int:
     if first_s <= 0:
         return reps
-    return max(3, min(reps, int(MAX_CASE_SECONDS / first_s)))
+    return max(3, min(reps, int(max_seconds / first_s)))
 
 
 # -- JSONL export and grep ----------------------------------------------------------------------------
@@ -467,15 +467,19 @@ QUERY_SQL = (
 # -- the run ---------------------------------------------------------------------------------------
 
 
-def _result_text(res: Any) -> str:
+def result_text(res: Any) -> str:
     return "".join(getattr(c, "text", "") for c in res.content or [])
 
 
-async def _time_tool(client: Any, case: Case, reps: int) -> tuple[dict[str, Any], Any]:
+async def time_tool(
+    client: Any, case: Any, reps: int, max_seconds: float = MAX_CASE_SECONDS
+) -> tuple[dict[str, Any], Any]:
+    """p50/p95 of `case.tool(**case.args)` through an MCP client after one warm-up call, and the last answer.
+    Repetitions are cut so the case takes about `max_seconds` (at least 3)."""
     t0 = time.perf_counter()
     first = await client.call_tool(case.tool, case.args)
     first_s = time.perf_counter() - t0
-    n = _reps_for(first_s, reps)
+    n = _reps_for(first_s, reps, max_seconds)
     samples = []
     last = first
     for _ in range(n):
@@ -485,7 +489,7 @@ async def _time_tool(client: Any, case: Case, reps: int) -> tuple[dict[str, Any]
     out = summarize(samples)
     out["first_call_ms"] = round(first_s * 1000, 2)
     if last.is_error:
-        out["error"] = _result_text(last)[:500]
+        out["error"] = result_text(last)[:500]
     return out, last
 
 
@@ -568,8 +572,8 @@ def run_latency(
                     log(f"[{ds.size.name}] latency {case.key} ...")
                     watch = CpuWatch()
                     watch.__enter__()
-                    tool_stats, res = await _time_tool(client, case, reps)
-                    text = _result_text(res)
+                    tool_stats, res = await time_tool(client, case, reps)
+                    text = result_text(res)
                     sc = res.structured_content
                     entry: dict[str, Any] = {
                         "tool": case.tool,
