@@ -16,6 +16,9 @@ if command -v npm >/dev/null 2>&1; then
   export OBSMCP_INSPECTOR="$PWD/build/inspector/node_modules/.bin/mcp-inspector"
 fi
 
+# A real Prometheus server and promtool (Debian's package, unpacked into build/prometheus; no service started).
+bash scripts/install-prometheus.sh
+
 set +e
 "$VENV/bin/pytest" "$@"
 rc=$?

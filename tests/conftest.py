@@ -22,6 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
+# A real Prometheus server and promtool for the tests that need one (fixtures prometheus_binaries/_factory).
+pytest_plugins = ["tests.prometheus"]
+
 REPO = Path(__file__).resolve().parents[1]
 OBSMCP = Path(sys.executable).parent / "obsmcp"
 

@@ -2,13 +2,15 @@
 
 Many clients send log batches concurrently; the server is SIGKILLed mid-stream (no shutdown code runs),
 restarted on the same data directory, and every batch that got a 200 must be there, whole. Batches that
-were in flight may be lost, but never half-stored. Three crashes in a row, each restart reopening the store
-left by the previous crash.
+were in flight may be lost, but never half-stored. Twenty crashes in a row at random moments (a seeded
+random delay after ingest is under way, so a failure replays), each restart reopening the store left by
+the previous crash.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 import time
 from collections import Counter
@@ -28,12 +30,13 @@ pytestmark = pytest.mark.slow
 SERVICE = "crash-test"
 RECORDS_PER_REQUEST = 20
 WORKERS = 8
-ACKS_BEFORE_KILL = 40
-CRASHES = 3
+CRASHES = 20
+SEED = 20240611
+MAX_KILL_DELAY_S = 0.5  # the kill lands this long (at most) after the first acknowledgement of a round
 
 
-def _send_until_killed(srv: ServerProcess, crash: int) -> tuple[list[str], Counter[str]]:
-    """Send batches from WORKERS threads; SIGKILL the server once enough were acknowledged.
+def _send_until_killed(srv: ServerProcess, crash: int, delay_s: float) -> tuple[list[str], Counter[str]]:
+    """Send batches from WORKERS threads; SIGKILL the server `delay_s` after the first acknowledgement.
 
     Returns the markers of acknowledged batches and the outcome of every request.
     """
@@ -66,15 +69,11 @@ def _send_until_killed(srv: ServerProcess, crash: int) -> tuple[list[str], Count
 
     with ThreadPoolExecutor(WORKERS) as pool:
         futures = [pool.submit(worker) for _ in range(WORKERS)]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with lock:
-                if len(acked) >= ACKS_BEFORE_KILL:
-                    break
-            if any(f.done() for f in futures):
-                break
-            time.sleep(0.005)
-        srv.kill()  # while the other workers' requests are in flight
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not acked and not any(f.done() for f in futures):
+            time.sleep(0.002)
+        time.sleep(delay_s)
+        srv.kill()  # while the workers' requests are in flight
         stop.set()
         for f in futures:
             f.result()
@@ -115,15 +114,22 @@ async def _check_store(mcp_url: str, acked: list[str]) -> tuple[list[str], list[
 
 
 def test_acknowledged_records_survive_sigkill(server_factory: Any) -> None:
-    srv: ServerProcess = server_factory()
+    # Decoding in the server process (no worker processes to spawn) halves each restart; what is under test
+    # is the commit before the acknowledgement, which is the same either way.
+    srv: ServerProcess = server_factory(
+        env={"OBSMCP_RATE_LIMIT_PER_CLIENT": "0", "OBSMCP_INGEST_DECODE_PROCESSES": "0"}
+    )
+    rng = random.Random(SEED)
     acked_all: list[str] = []
     for crash in range(CRASHES):
-        acked, outcomes = _send_until_killed(srv, crash)
+        acked, outcomes = _send_until_killed(srv, crash, rng.uniform(0.0, MAX_KILL_DELAY_S))
         assert srv.proc is not None and srv.proc.returncode == -9
-        assert len(acked) >= ACKS_BEFORE_KILL, (
-            f"only {len(acked)} requests were acknowledged before the kill ({dict(outcomes)}); server output:\n"
+        assert acked, (
+            f"crash {crash + 1}: no request was acknowledged before the kill ({dict(outcomes)}); server output:\n"
             f"{srv.log_text()[-3000:]}"
         )
+        unexpected = set(outcomes) - {"200", "ConnectError", "ReadError", "RemoteProtocolError", "WriteError"}
+        assert not unexpected, f"crash {crash + 1}: answers other than 200 or a dropped connection: {dict(outcomes)}"
         acked_all += acked
 
         srv.start()  # the same data directory, after a crash: the store must reopen

@@ -86,6 +86,47 @@ def serve(
     otlp_grpc_port: GrpcPortOpt = None,
     data_dir: DataDirOpt = None,
     stateless: Annotated[bool | None, typer.Option("--stateless/--stateful", help="HTTP without sessions")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="clickhouse://USER:PASS@HOST:8123/DB or chdb:///DIR instead of the DuckDB store [env OBSMCP_STORE]",
+        ),
+    ] = None,
+    self_ingest: Annotated[
+        bool | None,
+        typer.Option(
+            "--self-ingest/--no-self-ingest",
+            help="store obsmcp's own traces and logs in its own store (service obsmcp) [env OBSMCP_SELF_INGEST]",
+        ),
+    ] = None,
+    tools: Annotated[
+        str | None,
+        typer.Option(
+            "--tools",
+            help="tools to serve: names and categories (core, investigate, analysis, charts), 'default' or 'all', "
+            "comma-separated [env OBSMCP_TOOLS; default: core,investigate]",
+        ),
+    ] = None,
+    disable_tools: Annotated[
+        str | None,
+        typer.Option("--disable-tools", help="tool names or categories not to serve [env OBSMCP_DISABLE_TOOLS]"),
+    ] = None,
+    enable_writes: Annotated[
+        bool | None,
+        typer.Option(
+            "--enable-writes/--read-only",
+            help="also serve tools that change something [env OBSMCP_ENABLE_WRITES; default read-only]",
+        ),
+    ] = None,
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--auth-token-file",
+            help="require a bearer token: a file with one token per line, 'token' or 'name:token' "
+            "[env OBSMCP_AUTH_TOKEN_FILE; or OBSMCP_AUTH_TOKEN, or OAuth: OBSMCP_AUTH_JWKS_URL + OBSMCP_AUTH_ISSUER]",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     log_format: LogFormatOpt = "console",
 ) -> None:
@@ -103,17 +144,27 @@ def serve(
         otlp_grpc_port=otlp_grpc_port,
         data_dir=data_dir,
         stateless_http=stateless,
+        store=store,
+        self_ingest=self_ingest,
+        tools=tools,
+        disable_tools=disable_tools,
+        enable_writes=enable_writes,
+        auth_token_file=auth_token_file,
     )
     from obsmcp import runtime
+    from obsmcp.auth import require_auth_beyond_loopback
 
+    require_auth_beyond_loopback(settings, mcp_http=http)
     try:
-        rt = runtime.Runtime.open(settings)
+        rt = runtime.Runtime.open(settings, for_agents=True)
     except runtime.StoreLockedError:
         owner = runtime.read_owner(settings)
         if http or not owner or not owner.get("mcp_url"):
             raise _fail(runtime.data_dir_in_use_message(settings, owner)) from None
-        asyncio.run(runtime.bridge_stdio(owner["mcp_url"]))
+        asyncio.run(runtime.bridge_stdio(owner["mcp_url"], owner.get("token")))
         return
+    except runtime.StoreError as e:  # a ClickHouse store that cannot be reached or lacks its tables
+        raise _fail(str(e)) from None
     try:
         asyncio.run(_serve(rt, http))
     except runtime.PortInUseError as e:
@@ -126,8 +177,12 @@ def serve(
 
 async def _serve(rt: Any, http: bool) -> None:
     from obsmcp import runtime
+    from obsmcp.selftrace import self_telemetry
 
-    async with runtime.running(rt, mcp_http=http, strict_ports=http):
+    async with (
+        runtime.running(rt, mcp_http=http, strict_ports=http),
+        self_telemetry(rt.receiver, self_ingest=rt.settings.self_ingest, own_endpoints=rt.endpoints.values()),
+    ):
         with runtime.stop_signal() as stop:
             if http:
                 _print_endpoints(rt.endpoints, sys.stderr)
@@ -218,9 +273,11 @@ def demo(
         for p in (settings.store_path, settings.store_path.with_name(settings.store_path.name + ".wal")):
             p.unlink(missing_ok=True)
     from obsmcp import runtime
+    from obsmcp.auth import require_auth_beyond_loopback
 
+    require_auth_beyond_loopback(settings, mcp_http=True)
     try:
-        rt = runtime.Runtime.open(settings)
+        rt = runtime.Runtime.open(settings, for_agents=True)
     except runtime.StoreLockedError:
         raise _fail(runtime.data_dir_in_use_message(settings, runtime.read_owner(settings))) from None
     try:
@@ -239,6 +296,7 @@ async def _demo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from obsmcp import runtime
+    from obsmcp.auth import bearer_headers
     from obsmcp.demo import DemoConfig, estimate_items, generate, scenario_truth, send
 
     cfg = DemoConfig(duration_s=duration_s, rate=rate, scenario=scenario, seed=seed, target=target)
@@ -262,7 +320,12 @@ async def _demo(
             redirect_stdout=False,
         ) as progress:
             task = progress.add_task("spans+logs+points", total=total)
-            stats = await send(generate(cfg), endpoint, on_sent=lambda req: progress.advance(task, req.items))
+            stats = await send(
+                generate(cfg),
+                endpoint,
+                on_sent=lambda req: progress.advance(task, req.items),
+                headers=bearer_headers(rt.auth.local_token if rt.auth else None),
+            )
             progress.update(task, completed=total)
         print(f"Loaded: {stats}", file=sys.stderr)
         print(f"Injected incident: {truth.description}", file=sys.stderr)
@@ -341,7 +404,7 @@ async def _ingest(settings: Settings, requests: list[tuple[Path, str, bytes, str
         owner = runtime.read_owner(settings)
         if not owner or not owner.get("otlp_http"):
             raise _fail(runtime.data_dir_in_use_message(settings, owner)) from None
-        await _ingest_remote(owner["otlp_http"], requests)
+        await _ingest_remote(owner["otlp_http"], requests, owner.get("token"))
         return
     failed = 0
     try:
@@ -384,11 +447,13 @@ def _older_than_retention(tables: dict[str, Any], retention_days: float) -> int:
     return total
 
 
-async def _ingest_remote(endpoint: str, requests: list[tuple[Path, str, bytes, str]]) -> None:
+async def _ingest_remote(endpoint: str, requests: list[tuple[Path, str, bytes, str]], token: str | None) -> None:
     import httpx
 
+    from obsmcp.auth import bearer_headers
+
     failed = 0
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers=bearer_headers(token)) as client:
         for path, sig, body, kind in requests:
             ctype = "application/x-protobuf" if kind == "protobuf" else "application/json"
             r = await client.post(f"{endpoint}/v1/{sig}", content=body, headers={"Content-Type": ctype})
@@ -457,7 +522,9 @@ def _mcp_target(settings: Settings) -> Iterator[Any]:
         owner = runtime.read_owner(settings)
         if not owner or not owner.get("mcp_url"):
             raise _fail(runtime.data_dir_in_use_message(settings, owner)) from None
-        yield owner["mcp_url"]
+        from obsmcp.auth import mcp_client_streams
+
+        yield mcp_client_streams(owner["mcp_url"], owner.get("token"))
         return
     try:
         yield rt.mcp

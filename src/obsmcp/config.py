@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -131,6 +133,21 @@ class Settings(BaseSettings):
     otlp_grpc_port: int = Field(0, ge=0, le=65535, description="OTLP/gRPC receiver port (4317); 0 disables it")
     data_dir: Path = Field(default_factory=default_data_dir, description="where the DuckDB store lives")
     stateless_http: bool = Field(False, description="serve MCP over HTTP without sessions (for replicas)")
+    store: SecretStr | None = Field(
+        None,
+        description="the store: empty for the embedded DuckDB in data_dir, clickhouse://USER:PASS@HOST:8123/DB "
+        "(an OpenTelemetry Collector clickhouseexporter database; clickhouses:// for HTTPS), or chdb:///DIR",
+    )
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: SecretStr | None) -> SecretStr | None:
+        # A bad URL fails when the settings load, naming the key, not at the first query.
+        if v is not None and v.get_secret_value().strip():
+            from obsmcp.store.url import parse_store_url
+
+            parse_store_url(v.get_secret_value())
+        return v
 
     retention_days: float = Field(7.0, gt=0, description="delete telemetry older than this")
     retention_max_gb: float = Field(10.0, gt=0, description="delete the oldest telemetry above this size")
@@ -149,13 +166,50 @@ class Settings(BaseSettings):
         ge=0,
         description="worker processes decoding OTLP (0: decode in the server process)",
     )
+    ingest_memory_max_mb: float = Field(
+        256.0,
+        ge=1,
+        description="bytes of OTLP requests in progress (bodies, gunzipped bodies, decoded rows waiting for their "
+        "commit), in MB; a request that does not fit is answered 429 with Retry-After",
+    )
 
     query_timeout_s: float = Field(30.0, gt=0, description="timeout for one query against the store")
     exact_count_max_rows: int = Field(
         1_000_000, ge=1000, description="above this many records in range, search_logs estimates its counts"
     )
     sql_max_rows: int = Field(500, ge=1, description="row cap of query_sql")
-    redact_secrets: bool = Field(True, description="redact secrets in telemetry text before it leaves")
+    redact_secrets: bool = Field(
+        True,
+        description="redact secrets (keys, tokens, passwords, JWTs, private keys, card numbers) in telemetry "
+        "text before it leaves the server",
+    )
+    redact_disabled_kinds: list[str] = Field(
+        default_factory=list,
+        description="secret detectors to turn off, e.g. ['card'] (kinds: obsmcp.redaction.KINDS)",
+    )
+    redact_patterns: list[str] = Field(
+        default_factory=list,
+        description="extra regular expressions (Python syntax) to redact; a group named 'secret' limits the "
+        "redaction to that group, e.g. 'acct-key=(?P<secret>\\w+)'",
+    )
+
+    # Building a redactor here makes a bad kind or regex stop the server at start, not at first use.
+    @field_validator("redact_disabled_kinds")
+    @classmethod
+    def _redact_kinds(cls, v: list[str]) -> list[str]:
+        from obsmcp.redaction import Redactor
+
+        Redactor(disabled=v)
+        return v
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _redact_patterns(cls, v: list[str]) -> list[str]:
+        from obsmcp.redaction import Redactor
+
+        Redactor(patterns=v)
+        return v
+
     slos: list[SLOConfig] = Field(
         default_factory=list,
         description="SLOs as code ([[slos]] tables, or JSON in OBSMCP_SLOS); services without any get defaults",
@@ -165,6 +219,82 @@ class Settings(BaseSettings):
         10,
         ge=0,
         description="a burn-rate alert needs this many bad events in its long window (low-traffic guard)",
+    )
+
+    # -- access control (obsmcp.auth, obsmcp.access) ---------------------------------------------------------
+    auth_token: SecretStr | None = Field(
+        None, description='a static bearer token, or "name:token" (the name identifies the caller in the audit log)'
+    )
+    auth_token_file: Path | None = Field(
+        None, description='file of static bearer tokens, one per line, "token" or "name:token"; # comments'
+    )
+    auth_jwks_url: str | None = Field(None, description="OAuth 2.1: JWKS URL of the authorization server")
+    auth_issuer: str | None = Field(None, description="OAuth 2.1: the exact `iss` of accepted JWTs")
+    auth_audience: str | None = Field(
+        None, description="OAuth 2.1: the `aud` JWTs must carry (default: the resource URL)"
+    )
+    auth_required_scopes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="OAuth 2.1: scopes every token needs (comma-separated)"
+    )
+    auth_resource_url: str | None = Field(
+        None, description="public URL of the MCP endpoint, e.g. https://obsmcp.example.com/mcp (RFC 9728 resource)"
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description='Host header values accepted besides loopback ("name", "name:port", "name:*")'
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description='Origin header values accepted ("https://app.example.com", "http://x:*")'
+    )
+    enable_writes: bool = Field(False, description="serve tools that change something (readOnlyHint false)")
+    tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description='tool names or categories to serve, "default" or "all" (empty: default)'
+    )
+    disable_tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="tool names or categories not to serve"
+    )
+    rate_limit_per_client: float = Field(
+        10.0, ge=0, description="tool calls per second per client over HTTP (token or address); 0 disables"
+    )
+    rate_limit_burst: int = Field(40, ge=1, description="tool calls a client may make at once above the rate")
+    mcp_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="cap on one MCP HTTP request body (413)")
+    audit_log: str = Field(
+        "auto", description='JSON-lines log of tool calls over HTTP: "auto" (<data_dir>/audit.jsonl), "off", or a path'
+    )
+    audit_log_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=4096, description="the audit log rotates to <file>.1 above this size (one kept)"
+    )
+
+    @field_validator(
+        "auth_required_scopes", "allowed_hosts", "allowed_origins", "tools", "disable_tools", mode="before"
+    )
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        """Lists come as TOML arrays, JSON arrays, or comma-separated strings (flags and environment)."""
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return v
+
+    # -- self-observability (/health thresholds, self-ingest) ------------------------------------------------
+    health_queue_warn_share: float = Field(
+        0.8, gt=0, le=1, description="/health is degraded when the ingest queue holds this share of its limit"
+    )
+    health_error_rate: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="/health is degraded when more than this share of recent tool calls failed on the server side",
+    )
+    health_error_window_s: float = Field(
+        300.0, ge=10, le=3600, description="the window of recent tool calls behind health_error_rate, seconds"
+    )
+    health_error_min_calls: int = Field(
+        5, ge=1, description="fewer tool calls than this in the window never make /health degraded"
+    )
+    self_ingest: bool = Field(
+        False, description="store obsmcp's own traces and logs in its own store (service.name obsmcp)"
     )
 
     @field_validator("slos", mode="before")

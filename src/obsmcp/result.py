@@ -22,6 +22,12 @@ from typing import Any, TypeVar
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
+from obsmcp.redaction import DEFAULT as DEFAULT_REDACTOR
+
+# Secret detection lives in obsmcp.redaction; `redact` and `redactor_for` are re-exported for the tools.
+from obsmcp.redaction import Redactor as Redactor
+from obsmcp.redaction import redact as redact
+from obsmcp.redaction import redactor_for as redactor_for
 from obsmcp.timerange import TimeRange, resolve_range
 
 T = TypeVar("T")
@@ -81,11 +87,36 @@ def decode_cursor(cursor: str, fp: str) -> tuple[int, int, int]:
 
 # -- fencing and redaction ---------------------------------------------------------------------------
 
-_FENCE_MARK = re.compile(r"<<<|>>>")
+# Characters that read as an angle bracket: a run of three (or ≪/≫ and a third) could pass for a fence marker.
+_ANGLES = "<>＜＞﹤﹥‹›«»〈〉⟨⟩❮❯❬❭ᐸᐳ˂˃〈〉⧼⧽≪≫⋘⋙"
+_ANGLE_RUN = re.compile(f"[{_ANGLES}]{{2,}}")
+_DOUBLE = set("«»≪≫")
+# Line breaks of every kind (str.splitlines() and renderers break on all of them).
+_BREAKS = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
+# Controls, and invisible characters that can hide or reorder text for a model but not for a reader:
+# zero-width and bidi controls, Unicode tag characters ("ASCII smuggling"), variation selectors.
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    "\u2066-\u206f\ufe00-\ufe0f\ufeff\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
+)
+
+
+def _weight(run: str) -> int:
+    return sum(3 if c in "⋘⋙" else 2 if c in _DOUBLE else 1 for c in run)
+
+
+def _defuse_angles(m: re.Match[str]) -> str:
+    run = m.group(0)
+    return "‹›" if _weight(run) >= 3 else run
 
 
 class Fence:
-    """Markers with a random nonce; content is scrubbed of marker characters so it cannot close them."""
+    """Markers with a random nonce around untrusted lines.
+
+    Content is passed through `scrub` first: one line, no run of three angle brackets (nor look-alikes), so it
+    can neither close the fence nor imitate a marker, and it cannot know the nonce, drawn per answer.
+    """
 
     def __init__(self, label: str = "telemetry") -> None:
         self.nonce = secrets.token_hex(4)
@@ -100,74 +131,33 @@ class Fence:
         return f"<<<end {self.label} {self.nonce}>>>"
 
     def wrap(self, lines: Sequence[str]) -> str:
-        return "\n".join([self.open, *lines, self.close])
+        return "\n".join([self.open, *(defuse(line) for line in lines), self.close])
 
 
-def scrub(text: str, *, redact_secrets: bool = True, max_chars: int | None = None) -> str:
-    """Make untrusted text safe to place inside a fence: one line, no fence markers, secrets redacted."""
-    s = text.replace("\r\n", "\n").replace("\n", " ⏎ ").replace("\r", " ")
-    s = _FENCE_MARK.sub("‹›", s)
-    if redact_secrets:
-        s = redact(s)
+def defuse(text: str) -> str:
+    """Text that cannot break out of a fence: every line break flattened, marker look-alikes neutralized.
+    Idempotent, so lines that were scrubbed already pass unchanged."""
+    s = _BREAKS.sub(" ⏎ ", text)
+    return _ANGLE_RUN.sub(_defuse_angles, s)
+
+
+def scrub(text: str, *, redact_secrets: bool | Redactor | None = True, max_chars: int | None = None) -> str:
+    """Make untrusted text safe to place inside a fence: one line, no control or invisible characters, no
+    fence markers, secrets redacted.
+
+    redact_secrets: True for the built-in detectors, a Redactor (`redactor_for(settings)`: the configured
+    ones), False or None for none.
+    """
+    s = _ANSI.sub("", text)
+    s = _BREAKS.sub(" ⏎ ", s)
+    s = _INVISIBLE.sub("", s)
+    redactor = DEFAULT_REDACTOR if redact_secrets is True else redact_secrets or None
+    if redactor is not None:
+        s = redactor.redact(s)
+    s = _ANGLE_RUN.sub(_defuse_angles, s)
     if max_chars is not None and len(s) > max_chars:
         s = s[: max_chars - 1] + "…"
     return s
-
-
-# Each pattern replaces the secret part only, keeping enough context to know what was there.
-_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (
-        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
-        "[REDACTED private key]",
-    ),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), "[REDACTED jwt]"),
-    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), "[REDACTED aws-key]"),
-    (re.compile(r"(?i)(aws_secret_access_key\s*[=:]\s*)[A-Za-z0-9/+]{40}"), r"\1[REDACTED]"),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"), "[REDACTED github-token]"),
-    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{40,}\b"), "[REDACTED github-token]"),
-    (re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}\b"), "[REDACTED gitlab-token]"),
-    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b"), "[REDACTED slack-token]"),
-    (re.compile(r"\b[rs]k_(live|test)_[A-Za-z0-9]{16,}\b"), "[REDACTED stripe-key]"),
-    (re.compile(r"\bsk-(proj-|ant-)?[A-Za-z0-9_-]{20,}\b"), "[REDACTED api-key]"),
-    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), "[REDACTED gcp-key]"),
-    (re.compile(r"(https?://)[0-9a-f]{32}(@[^\s/]+/\d+)"), r"\1[REDACTED]\2"),  # Sentry DSN
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [REDACTED]"),
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@"), r"\1[REDACTED]@"),
-    (
-        re.compile(
-            r"(?i)\b((?:password|passwd|pwd|secret|api[_-]?key|apikey|access[_-]?token|auth[_-]?token|token|"
-            r"client[_-]?secret|dd[_-]?api[_-]?key|dd[_-]?app[_-]?key)\"?\s*[=:]\s*\"?)([^\s\"',;&]{3,})"
-        ),
-        r"\1[REDACTED]",
-    ),
-]
-_CARD = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-def _card(m: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", m.group(0))
-    if 13 <= len(digits) <= 19 and _luhn_ok(digits) and len(set(digits)) > 1:
-        return "[REDACTED card]"
-    return m.group(0)
-
-
-def redact(text: str) -> str:
-    """Replace secrets (keys, tokens, passwords, JWTs, private keys, card numbers) with markers."""
-    for pattern, repl in _SECRET_PATTERNS:
-        text = pattern.sub(repl, text)
-    return _CARD.sub(_card, text)
 
 
 # -- budgets -----------------------------------------------------------------------------------------
@@ -197,9 +187,25 @@ def page_start(cursor: str | None, fp: str, start: str | None, end: str | None) 
     return 0, resolve_range(start, end)
 
 
-def tool_result(model: BaseModel, text: str) -> CallToolResult:
-    """The MCP answer: a compact text rendering for the model, and the structured content."""
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)],
-        structured_content=model.model_dump(mode="json", exclude_none=False),
-    )
+def tool_result(model: BaseModel, text: str, redactor: Redactor | None = None) -> CallToolResult:
+    """The MCP answer: a compact text rendering for the model, and the structured content.
+
+    redactor: a last pass over every string of both (`redactor_for(settings)`), for observed text a tool
+    shows without scrubbing it, such as span names and service names used as labels. Tools scrub their
+    fields themselves; this catches what they miss.
+    """
+    structured = model.model_dump(mode="json", exclude_none=False)
+    if redactor is not None:
+        text = redactor.redact(text)
+        structured = _redact_strings(structured, redactor)
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+
+
+def _redact_strings(value: Any, redactor: Redactor) -> Any:
+    if isinstance(value, str):
+        return redactor.redact(value)
+    if isinstance(value, dict):
+        return {_redact_strings(k, redactor): _redact_strings(v, redactor) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_strings(v, redactor) for v in value]
+    return value

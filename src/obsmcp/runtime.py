@@ -16,8 +16,9 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+import anyio
 import structlog
 import uvicorn
 from mcp.server.mcpserver import MCPServer
@@ -25,20 +26,25 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from obsmcp import __version__
-from obsmcp.config import Settings
+from obsmcp import __version__, telemetry
+from obsmcp.access import BodyCap
+from obsmcp.auth import AuthSetup, HostPolicy, HTTPGuard, build_auth
+from obsmcp.config import ConfigError, Settings
 from obsmcp.ingest.http import otlp_routes
 from obsmcp.ingest.receiver import Receiver
 from obsmcp.server import build_server
-from obsmcp.store.database import Database, StoreLockedError
+from obsmcp.store.database import Database, Store, StoreError, StoreLockedError
 from obsmcp.store.writer import StoreWriter
 from obsmcp.tools.context import ToolContext
+
+if TYPE_CHECKING:
+    from obsmcp.store.clickhouse_writer import ClickHouseWriter
 
 log = structlog.get_logger("obsmcp.runtime")
 
 OWNER_FILE = "owner.json"
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class PortInUseError(OSError):
@@ -48,28 +54,53 @@ class PortInUseError(OSError):
 @dataclass
 class Runtime:
     settings: Settings
-    db: Database
-    writer: StoreWriter
+    db: Store
+    writer: StoreWriter | ClickHouseWriter
     receiver: Receiver
     ctx: ToolContext
     mcp: MCPServer[Any]
     endpoints: dict[str, Any] = field(default_factory=dict)
+    auth: AuthSetup | None = None
 
     @classmethod
-    def open(cls, settings: Settings, *, in_memory: bool = False) -> Runtime:
-        """Open (and own) the store. Raises StoreLockedError when another process owns it."""
-        db = Database(None if in_memory else settings.store_path, query_timeout_s=settings.query_timeout_s)
-        writer = StoreWriter(
-            db,
-            batch_rows=settings.ingest_batch_rows,
-            flush_ms=settings.ingest_flush_ms,
-            max_pending_rows=settings.ingest_queue_max_rows,
-            retention_days=settings.retention_days,
-            retention_max_bytes=int(settings.retention_max_gb * 1024**3),
+    def open(cls, settings: Settings, *, in_memory: bool = False, for_agents: bool = False) -> Runtime:
+        """Open (and own) the store. Raises StoreLockedError when another process owns it, ConfigError for
+        invalid access settings. for_agents: serve the selected tool set (serve, demo), not every tool."""
+        auth = build_auth(settings)
+        db: Store
+        writer: StoreWriter | ClickHouseWriter
+        store_url = settings.store.get_secret_value().strip() if settings.store else ""
+        if store_url:  # ClickHouse or chDB (obsmcp.store.clickhouse); in_memory applies to DuckDB only
+            from obsmcp.store.clickhouse_writer import open_clickhouse_store
+
+            settings.data_dir.mkdir(parents=True, exist_ok=True)  # owner.json and the audit log still live there
+            db, writer = open_clickhouse_store(store_url, settings)
+        else:
+            duck = Database(None if in_memory else settings.store_path, query_timeout_s=settings.query_timeout_s)
+            db = duck
+            writer = StoreWriter(
+                duck,
+                batch_rows=settings.ingest_batch_rows,
+                flush_ms=settings.ingest_flush_ms,
+                max_pending_rows=settings.ingest_queue_max_rows,
+                retention_days=settings.retention_days,
+                retention_max_bytes=int(settings.retention_max_gb * 1024**3),
+            )
+        # The ClickHouse writer has StoreWriter's interface (submit/pending_rows/close), not its class.
+        receiver = Receiver(
+            cast(StoreWriter, writer),
+            settings.otlp_max_body_bytes,
+            max_memory_bytes=int(settings.ingest_memory_max_mb * 1024**2),
         )
-        receiver = Receiver(writer, settings.otlp_max_body_bytes)
         ctx = ToolContext(db, settings)
-        return cls(settings, db, writer, receiver, ctx, build_server(ctx))
+        try:
+            mcp = build_server(ctx, auth=auth, for_agents=for_agents)
+        except ConfigError:
+            receiver.close()
+            writer.close()
+            db.close()
+            raise
+        return cls(settings, db, writer, receiver, ctx, mcp, auth=auth)
 
     def close(self) -> None:
         self.receiver.close()
@@ -83,70 +114,123 @@ class Runtime:
     # -- HTTP apps -----------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        checks: list[dict[str, Any]] = []
-        status = "healthy"
-        try:
-            self.db.query("SELECT 1")
-            checks.append({"name": "store", "status": "ok"})
-        except Exception as e:  # the health check reports any failure rather than raising
-            checks.append({"name": "store", "status": "fail", "detail": str(e)})
-            status = "unhealthy"
-        depth = self.writer.pending_rows
-        limit = self.settings.ingest_queue_max_rows
-        q_ok = depth < 0.8 * limit
-        checks.append({"name": "ingest_queue", "status": "ok" if q_ok else "warn", "depth": depth, "limit": limit})
-        if not q_ok and status == "healthy":
-            status = "degraded"
-        return {"status": status, "version": __version__, "checks": checks, "endpoints": self.endpoints}
+        """The /health answer: healthy, degraded (a check warns) or unhealthy (a check fails), with every check.
+
+        Blocking (it commits a probe write): call it from a worker thread.
+        """
+        s = self.settings
+        checks = [
+            telemetry.check_store_writable(self.db),
+            telemetry.check_ingest_queue(self.writer.pending_rows, s.ingest_queue_max_rows, s.health_queue_warn_share),
+            telemetry.check_circuits(),
+            telemetry.check_tool_errors(
+                telemetry.TOOL_OUTCOMES, s.health_error_window_s, s.health_error_rate, s.health_error_min_calls
+            ),
+        ]
+        return {
+            "status": telemetry.overall_status(checks),
+            "version": __version__,
+            "checks": [c.as_dict() for c in checks],
+            "endpoints": self.endpoints,
+        }
+
+    def index(self, *, mcp: bool) -> dict[str, Any]:
+        """What one HTTP listener serves (the MCP app, or the OTLP-only app with mcp=False)."""
+        routes = {
+            "/health": "GET: healthy | degraded | unhealthy with the checks behind it (503 when unhealthy)",
+            "/metrics": "GET: obsmcp's own metrics, Prometheus text format (OpenMetrics when asked for)",
+            "/metrics/json": "GET: the same samples as JSON",
+            "/v1/traces, /v1/logs, /v1/metrics": "POST: OTLP/HTTP receiver (protobuf or JSON, optionally gzip)",
+        }
+        if mcp:
+            routes = {"/mcp": "MCP over streamable HTTP", **routes}
+        return {
+            "name": "obsmcp",
+            "version": __version__,
+            "mcp": "/mcp (streamable HTTP)" if mcp else self.endpoints.get("mcp_url"),
+            "health": "/health",
+            "metrics": "/metrics",
+            "otlp_http": self.endpoints.get("otlp_http"),
+            "routes": routes,
+            "endpoints": self.endpoints,
+            "tools": [t.name for t in self.mcp._tool_manager.list_tools()],
+        }
+
+    def ops_routes(self, *, mcp: bool) -> list[Route]:
+        """/health, /metrics, /metrics/json and / for one listener; binds this store to the scrape-time gauges."""
+        telemetry.watch_store(self.db, self.writer, self.settings.ingest_queue_max_rows)
+
+        async def health(_: Request) -> Response:
+            body = await anyio.to_thread.run_sync(self.health)
+            return JSONResponse(body, status_code=503 if body["status"] == "unhealthy" else 200)
+
+        async def metrics(request: Request) -> Response:
+            # Scrape-time gauges query the store: keep them off the event loop.
+            body, content_type = await anyio.to_thread.run_sync(
+                telemetry.metrics_exposition, request.headers.get("accept")
+            )
+            return Response(body, headers={"Content-Type": content_type})
+
+        async def metrics_json(_: Request) -> Response:
+            return JSONResponse(await anyio.to_thread.run_sync(telemetry.metrics_json))
+
+        async def index(_: Request) -> Response:
+            return JSONResponse(self.index(mcp=mcp))
+
+        return [
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/metrics/json", metrics_json, methods=["GET"]),
+            Route("/", index, methods=["GET"]),
+        ]
 
     def mcp_app(self) -> Starlette:
         host = self.settings.host
-        security = None
-        if host in LOCAL_HOSTS:
-            security = TransportSecuritySettings(
-                enable_dns_rebinding_protection=True,
-                allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-                allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-            )
+        # Host/Origin are checked for every route by HTTPGuard (obsmcp.auth), not by the SDK for /mcp alone;
+        # the SDK still checks the Content-Type. Bodies are capped by BodyCap with a message that says the fix.
         app = self.mcp.streamable_http_app(
             streamable_http_path="/mcp",
             stateless_http=self.settings.stateless_http,
             json_response=self.settings.stateless_http,
-            transport_security=security,
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            max_request_body_size=self.settings.mcp_max_body_bytes,
             host=host,
         )
+        app.add_middleware(BodyCap, max_bytes=self.settings.mcp_max_body_bytes)
+        self._guard(app)
 
-        async def health(_: Request) -> Response:
-            body = self.health()
-            return JSONResponse(body, status_code=503 if body["status"] == "unhealthy" else 200)
-
-        async def index(_: Request) -> Response:
-            return JSONResponse(
-                {
-                    "name": "obsmcp",
-                    "version": __version__,
-                    "mcp": "/mcp (streamable HTTP)",
-                    "health": "/health",
-                    "otlp_http": self.endpoints.get("otlp_http"),
-                    "tools": [t.name for t in self.mcp._tool_manager.list_tools()],
-                }
-            )
-
-        app.add_route("/health", health, methods=["GET"])
-        app.add_route("/", index, methods=["GET"])
+        app.router.routes.extend(self.ops_routes(mcp=True))
         # OTLP is also accepted on the MCP port, for setups that can expose only one port.
         for r in otlp_routes(self.receiver):
             app.router.routes.append(r)
         return app
 
     def otlp_app(self) -> Starlette:
-        return Starlette(routes=otlp_routes(self.receiver))
+        # The operations routes are here too: in stdio mode the MCP app listens on an ephemeral port, so the
+        # fixed OTLP port is the one a Prometheus scrape config or a health probe can name.
+        return self._guard(Starlette(routes=[*otlp_routes(self.receiver), *self.ops_routes(mcp=False)]))
+
+    def _guard(self, app: Starlette) -> Starlette:
+        """HTTPGuard outermost: Host/Origin, no tokens in URLs, bearer tokens on OTLP when auth is configured."""
+        a = self.auth
+        app.add_middleware(
+            HTTPGuard,
+            policy=HostPolicy(self.settings),
+            verifier=a.verifier if a else None,
+            resource_metadata_url=a.metadata_url if a else None,
+        )
+        return app
 
     def write_owner_file(self) -> None:
         path = self.settings.data_dir / OWNER_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), **self.endpoints}))
-        tmp.chmod(0o600)
+        owner: dict[str, Any] = {"pid": os.getpid(), **self.endpoints}
+        if self.auth:
+            owner["token"] = self.auth.local_token  # for this user's bridges and CLI (obsmcp.auth.AuthSetup)
+        tmp.unlink(missing_ok=True)
+        # Created 0600, never readable by others even for a moment: it may hold the local token.
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(json.dumps(owner))
         tmp.replace(path)
 
 
@@ -264,15 +348,17 @@ async def running(rt: Runtime, *, mcp_http: bool, strict_ports: bool) -> AsyncIt
         yield rt
 
 
-async def bridge_stdio(mcp_url: str) -> None:
-    """Relay MCP messages between this process's stdio and the owning server's streamable HTTP endpoint."""
+async def bridge_stdio(mcp_url: str, token: str | None = None) -> None:
+    """Relay MCP messages between this process's stdio and the owning server's streamable HTTP endpoint
+    (with the owner's local token from owner.json when it requires authentication)."""
     import anyio
-    from mcp.client.streamable_http import streamable_http_client
     from mcp.server.stdio import stdio_server
+
+    from obsmcp.auth import mcp_client_streams
 
     async with stdio_server() as (s_read, s_write):
         try:
-            async with streamable_http_client(mcp_url) as streams:
+            async with mcp_client_streams(mcp_url, token) as streams:
                 c_read, c_write = streams[0], streams[1]
                 async with anyio.create_task_group() as tg:
 
@@ -340,4 +426,4 @@ def data_dir_in_use_message(settings: Settings, owner: dict[str, Any] | None) ->
     )
 
 
-__all__ = ["Runtime", "StoreLockedError", "bridge_stdio", "read_owner", "running"]
+__all__ = ["Runtime", "StoreError", "StoreLockedError", "bridge_stdio", "read_owner", "running"]

@@ -21,6 +21,7 @@ _UNITS_NS = {
     "d": 86400 * NS_PER_S,
     "w": 7 * 86400 * NS_PER_S,
 }
+_MAX_NS = 2**63 - 1  # the latest instant a TIMESTAMP_NS (and OTLP's int64 arithmetic) can hold
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$", re.IGNORECASE)
 _RELATIVE = re.compile(r"^\s*now\s*(?:([+-])\s*(.+))?$", re.IGNORECASE)
 
@@ -53,7 +54,10 @@ def parse_duration(text: str) -> int:
     m = _DURATION.match(text)
     if not m:
         raise TimeRangeError(f"{text!r} is not a duration: write a number and a unit (ms, s, m, h, d, w), e.g. '15m'")
-    return int(float(m.group(1)) * _UNITS_NS[m.group(2).lower()])
+    ns = float(m.group(1)) * _UNITS_NS[m.group(2).lower()]
+    if ns > _MAX_NS:  # also catches inf: "999...9d" would overflow int()
+        raise TimeRangeError(f"{text!r} is longer than any stored time span: use at most about 290 years, e.g. '30d'")
+    return int(ns)
 
 
 def parse_instant(text: str, *, now: int, name: str = "time") -> int:
@@ -101,6 +105,10 @@ def resolve_range(
             start_ns = parse_instant(start, now=t_now, name="start")
     else:
         start_ns = end_ns - default_window_ns
+    # The store holds nanoseconds since 1970 in a signed 64-bit integer: a range reaching past either end
+    # covers all the data there can be, so it is clamped rather than handed to SQL as an out-of-range value.
+    start_ns = min(max(start_ns, 0), _MAX_NS)
+    end_ns = min(max(end_ns, 0), _MAX_NS)
     if start_ns >= end_ns:
         raise TimeRangeError(
             f"start ({format_ns(start_ns)}) is not before end ({format_ns(end_ns)}): "

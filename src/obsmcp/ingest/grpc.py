@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from obsmcp import metrics
 from obsmcp.ingest.receiver import IngestError, Receiver, Signal
 
 _SERVICES: dict[Signal, tuple[str, Any, str]] = {
@@ -40,10 +41,13 @@ def _handler(receiver: Receiver, signal: Signal, response_cls: Any, field: str) 
         try:
             batch = await receiver.ingest(signal, request, "protobuf")
         except IngestError as e:
+            # Counted by the HTTP status the same refusal gets over OTLP/HTTP, so both transports compare.
+            metrics.INGEST_REQUESTS.labels("grpc", str(e.status)).inc()
             code = {400: grpc.StatusCode.INVALID_ARGUMENT, 413: grpc.StatusCode.RESOURCE_EXHAUSTED}.get(
                 e.status, grpc.StatusCode.UNAVAILABLE
             )
             await context.abort(code, e.message)
+        metrics.INGEST_REQUESTS.labels("grpc", "200").inc()
         resp = response_cls()
         if batch.rejected or batch.error_message:
             setattr(resp.partial_success, field, batch.rejected)

@@ -15,8 +15,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from obsmcp import metrics
 from obsmcp.ingest.otlp import DecodedBatch
-from obsmcp.ingest.receiver import Encoding, IngestError, Receiver, Signal
+from obsmcp.ingest.receiver import Encoding, IngestError, Receiver, Reservation, Signal
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -60,16 +61,22 @@ def _failure(err: IngestError, encoding: Encoding | None) -> Response:
     return JSONResponse({"code": status.code, "message": err.message}, status_code=err.status, headers=headers)
 
 
-async def _read_capped(request: Request, cap: int) -> bytes:
+async def _read_capped(request: Request, cap: int, reservation: Reservation) -> bytes:
+    """The body, refused (413) past `cap` and reserved against the memory budget as it arrives (429)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > cap:
-        raise IngestError(413, f"the body ({declared} bytes) is larger than {cap} bytes: send smaller batches")
+    if declared and declared.isdigit():
+        if int(declared) > cap:
+            raise IngestError(413, f"the body ({declared} bytes) is larger than {cap} bytes: send smaller batches")
+        # Refuse before reading when the declared body cannot fit: a flood is turned away at no cost.
+        reservation.grow(int(declared))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > cap:
             raise IngestError(413, f"the body is larger than {cap} bytes: send smaller batches")
+        if size > reservation.held:
+            reservation.grow(size - reservation.held)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -77,6 +84,11 @@ async def _read_capped(request: Request, cap: int) -> bytes:
 def otlp_routes(receiver: Receiver) -> list[Route]:
     def endpoint(signal: Signal):  # type: ignore[no-untyped-def]
         async def handle(request: Request) -> Response:
+            response = await respond(request)
+            metrics.INGEST_REQUESTS.labels("http", str(response.status_code)).inc()
+            return response
+
+        async def respond(request: Request) -> Response:
             encoding = _encoding(request.headers.get("content-type", ""))
             if encoding is None:
                 return _failure(
@@ -87,13 +99,18 @@ def otlp_routes(receiver: Receiver) -> list[Route]:
                     ),
                     None,
                 )
+            reservation = receiver.reservation()
             try:
-                body = await _read_capped(request, receiver.max_body_bytes)
-                batch = await receiver.ingest(signal, body, encoding, request.headers.get("content-encoding", ""))
+                body = await _read_capped(request, receiver.max_body_bytes, reservation)
+                batch = await receiver.ingest(
+                    signal, body, encoding, request.headers.get("content-encoding", ""), reservation
+                )
             except IngestError as e:
                 return _failure(e, encoding)
             except ClientDisconnect:
                 return Response(status_code=499)
+            finally:
+                reservation.release_all()
             return _success(signal, batch, encoding)
 
         return handle

@@ -4,6 +4,12 @@ Rules from the OTLP specification (storage.md 5.3): a body cap that also applies
 (413), 400 for malformed data (never retried), 429/503 with Retry-After for backpressure, partial success
 reported in a 200, and the response in the request's encoding. A request is acknowledged only after its
 rows are committed.
+
+Memory is bounded twice: the writer refuses more than `ingest_queue_max_rows` queued rows, and every
+request holds a reservation of its bytes (the body as read, the body after gunzip, then its decoded Arrow
+tables until they are committed) against one `MemoryBudget`. A request that does not fit is answered 429
+with Retry-After before it costs more memory, so a flood of senders is pushed back instead of growing the
+process.
 """
 
 from __future__ import annotations
@@ -22,11 +28,27 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
+from prometheus_client import Gauge
+
+from obsmcp import metrics
 from obsmcp.ingest.otlp import DecodedBatch, OTLPDecodeError, decode
 from obsmcp.store.writer import QueueFullError, StoreWriter
 
 Signal = Literal["traces", "logs", "metrics"]
 Encoding = Literal["protobuf", "json"]
+
+_GUNZIP_CHUNK = 1024 * 1024  # bytes decompressed (and reserved) per step
+
+INGEST_MEMORY = Gauge(
+    "obsmcp_ingest_memory_bytes",
+    "bytes held by OTLP requests in progress: bodies, gunzipped bodies, decoded rows waiting for their commit",
+    registry=metrics.REGISTRY,
+)
+INGEST_MEMORY_PEAK = Gauge(
+    "obsmcp_ingest_memory_peak_bytes",
+    "the highest obsmcp_ingest_memory_bytes since the start",
+    registry=metrics.REGISTRY,
+)
 
 
 class IngestError(Exception):
@@ -37,6 +59,72 @@ class IngestError(Exception):
         self.status = status
         self.message = message
         self.retry_after_s = retry_after_s
+
+
+class MemoryBudget:
+    """Bytes held by OTLP requests in progress (read, decompressed, decoded, queued), under one limit.
+
+    A reservation that would pass the limit is refused, except when nothing else is held: one request larger
+    than the whole budget still goes through alone (the body cap bounds it), so a small budget never blocks
+    a client forever.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.peak_bytes = 0
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
+
+    def try_reserve(self, n: int, already_held: int = 0) -> bool:
+        with self._lock:
+            others = self._used - already_held
+            if others > 0 and self._used + n > self.limit_bytes:
+                return False
+            self._used += n
+            if self._used > self.peak_bytes:
+                self.peak_bytes = self._used
+                INGEST_MEMORY_PEAK.set(self._used)
+        INGEST_MEMORY.inc(n)
+        return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self._used -= n
+        INGEST_MEMORY.dec(n)
+
+
+class Reservation:
+    """What one request holds against the budget; `release_all` when the request is answered."""
+
+    def __init__(self, budget: MemoryBudget, retry_after_s: int = 1) -> None:
+        self.budget = budget
+        self.held = 0
+        self.retry_after_s = retry_after_s
+
+    def grow(self, n: int) -> None:
+        """Hold n more bytes, or raise IngestError 429 (nothing more is held then)."""
+        if n <= 0:
+            return
+        if not self.budget.try_reserve(n, self.held):
+            raise IngestError(
+                429,
+                f"the receiver holds {self.budget.used_bytes} bytes of requests in progress (limit "
+                f"{self.budget.limit_bytes}, setting ingest_memory_max_mb); retry after {self.retry_after_s}s",
+                retry_after_s=self.retry_after_s,
+            )
+        self.held += n
+
+    def shrink(self, n: int) -> None:
+        n = min(n, self.held)
+        self.budget.release(n)
+        self.held -= n
+
+    def release_all(self) -> None:
+        self.shrink(self.held)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -62,18 +150,37 @@ def _warm_up() -> None:
     decode("logs", b"", "protobuf")
 
 
-def gunzip_capped(body: bytes, cap: int) -> bytes:
-    """Decompress gzip, refusing output larger than cap (a gzip bomb stops at cap+1 bytes of work)."""
+def gunzip_capped(body: bytes, cap: int, reservation: Reservation | None = None) -> bytes:
+    """Decompress gzip, refusing output larger than cap (a gzip bomb stops at cap+1 bytes of work).
+
+    With a reservation, the output is reserved step by step as it grows, so a request that does not fit the
+    memory budget is refused (429) before it is decompressed whole.
+    """
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    parts: list[bytes] = []
+    size = 0
+    data = body
     try:
-        out = d.decompress(body, cap + 1)
+        while True:
+            chunk = d.decompress(data, min(_GUNZIP_CHUNK, cap + 1 - size))
+            data = d.unconsumed_tail
+            size += len(chunk)
+            if size > cap:
+                raise IngestError(413, f"the body is larger than {cap} bytes after decompression: send smaller batches")
+            if reservation is not None:
+                reservation.grow(len(chunk))
+            parts.append(chunk)
+            if d.eof or not chunk:
+                break
     except zlib.error as e:
         raise IngestError(400, f"the body is not valid gzip ({e}): send it uncompressed or fix the encoder") from None
-    if len(out) > cap or d.unconsumed_tail:
-        raise IngestError(413, f"the body is larger than {cap} bytes after decompression: send smaller batches")
     if not d.eof:
         raise IngestError(400, "the gzip body is truncated: resend the whole request")
-    return out
+    return b"".join(parts)
+
+
+def table_bytes(batch: DecodedBatch) -> int:
+    return sum(t.nbytes for t in batch.tables.values())
 
 
 @dataclass
@@ -92,9 +199,10 @@ class Receiver:
     the GIL, so the server process keeps a core for HTTP and the writer.
     """
 
-    def __init__(self, writer: StoreWriter, max_body_bytes: int) -> None:
+    def __init__(self, writer: StoreWriter, max_body_bytes: int, max_memory_bytes: int = 256 * 1024**2) -> None:
         self.writer = writer
         self.max_body_bytes = max_body_bytes
+        self.memory = MemoryBudget(max_memory_bytes)
         self._pool: ProcessPoolExecutor | None = None
         # Without worker processes, requests are decoded in threads one at a time: protobuf's upb extension
         # crashed (SIGSEGV in _message.abi3.so) with several threads parsing through the raw-attribute
@@ -126,15 +234,42 @@ class Receiver:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def reservation(self) -> Reservation:
+        """A new request's hold on the memory budget; Retry-After from how long the write backlog takes."""
+        return Reservation(self.memory, max(1, round(self.writer.pending_rows / 100_000)))
+
     def _decode_in_thread(self, signal: Signal, body: bytes, encoding: Encoding) -> DecodedBatch:
         with self._decode_lock:
             return decode(signal, body, encoding)
 
-    async def ingest(self, signal: Signal, body: bytes, encoding: Encoding, content_encoding: str = "") -> DecodedBatch:
-        """Decode and commit one export request. Raises IngestError."""
+    async def ingest(
+        self,
+        signal: Signal,
+        body: bytes,
+        encoding: Encoding,
+        content_encoding: str = "",
+        reservation: Reservation | None = None,
+    ) -> DecodedBatch:
+        """Decode and commit one export request. Raises IngestError.
+
+        `reservation` holds the body's bytes when the caller reserved them while reading it (HTTP);
+        otherwise the body is reserved here. Everything held is released when this returns.
+        """
+        res = reservation if reservation is not None else self.reservation()
+        try:
+            if reservation is None:
+                res.grow(len(body))
+            return await self._ingest(signal, body, encoding, content_encoding, res)
+        finally:
+            res.release_all()
+
+    async def _ingest(
+        self, signal: Signal, body: bytes, encoding: Encoding, content_encoding: str, res: Reservation
+    ) -> DecodedBatch:
         ce = content_encoding.strip().lower()
         if ce == "gzip":
-            body = gunzip_capped(body, self.max_body_bytes)
+            # The compressed body stays reserved too: the caller holds it until the request is answered.
+            body = gunzip_capped(body, self.max_body_bytes, res)
         elif ce not in ("", "identity"):
             raise IngestError(415, f"Content-Encoding {content_encoding!r} is not supported: use gzip or none")
         if len(body) > self.max_body_bytes:
@@ -149,15 +284,34 @@ class Receiver:
             self.stats.requests_failed += 1
             raise IngestError(400, f"malformed OTLP {signal} ({encoding}): {e}") from None
         try:
+            # The decoded tables are held until they are committed (the body stays reserved: the caller's
+            # frames still reference it), so the budget over-counts rather than under-counts.
+            res.grow(table_bytes(batch))
             future = self.writer.submit(batch.tables)
+        except IngestError:
+            self._refused(signal, batch)
+            self.stats.requests_throttled += 1
+            raise
         except QueueFullError as e:
+            self._refused(signal, batch)
             self.stats.requests_throttled += 1
             raise IngestError(429, str(e), retry_after_s=e.retry_after_s) from None
         try:
             await asyncio.wrap_future(future)
         except Exception as e:
+            self._refused(signal, batch)
             self.stats.requests_failed += 1
             raise IngestError(503, f"the store could not commit this batch ({e}); retry later", 5) from None
         self.stats.accepted[signal] += batch.accepted
         self.stats.rejected[signal] += batch.rejected
+        metrics.INGEST_RECORDS.labels(signal, "accepted").inc(batch.accepted)
+        if batch.rejected:
+            metrics.INGEST_RECORDS.labels(signal, "rejected").inc(batch.rejected)
         return batch
+
+    def _refused(self, signal: Signal, batch: DecodedBatch) -> None:
+        """Records decoded but not stored (backpressure or a failed commit) count as rejected."""
+        n = batch.accepted + batch.rejected
+        self.stats.rejected[signal] += n
+        if n:
+            metrics.INGEST_RECORDS.labels(signal, "rejected").inc(n)

@@ -7,10 +7,11 @@ everything else (a second MCP client's stdio server, the CLI) goes through that 
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
@@ -28,6 +29,51 @@ class StoreLockedError(StoreError):
 
 class QueryTimeoutError(StoreError):
     """A query ran past its time limit and was interrupted."""
+
+
+class QueryError(StoreError):
+    """The engine refused or failed a query (bad SQL, a type error); the message is the engine's."""
+
+
+class SqlRejectedError(StoreError):
+    """query_sql text that is not a single read-only statement; the message says what to write instead."""
+
+
+# What a failed query raises, on either engine.
+QUERY_ERRORS: tuple[type[Exception], ...] = (duckdb.Error, QueryError)
+
+
+class Store(Protocol):
+    """What tools need from a store: the embedded DuckDB `Database` or `ClickHouseDatabase`."""
+
+    dialect: Dialect
+    query_timeout_s: float
+
+    def query(
+        self, sql: str, params: Sequence[Any] | None = None, *, timeout_s: float | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]: ...
+
+    def check_read_only(self, sql: str) -> str: ...
+
+    def table_stats(self) -> dict[str, int]: ...
+
+    def size_bytes(self) -> int: ...
+
+    def describe(self) -> str:
+        """Which store this is, for logs and health: never a password."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# Defense in depth beside the statement-type check: DuckDB classifies `WITH d AS (DELETE ... RETURNING *)
+# SELECT ...` as a SELECT. Words are looked for outside string literals, quoted identifiers and comments.
+_WRITE_WORDS = re.compile(
+    r"\b(insert|update|delete|merge|copy|attach|detach|install|load|pragma|set|reset|call|create|drop|alter|"
+    r"export|import|checkpoint|vacuum|truncate|grant|revoke|use)\b",
+    re.IGNORECASE,
+)
+_LITERALS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
 class Database:
@@ -99,6 +145,33 @@ class Database:
             timer.cancel()
             cur.close()
         return names, rows
+
+    def check_read_only(self, sql: str) -> str:
+        """The text of one read-only statement (SELECT or WITH ... SELECT), else SqlRejectedError."""
+        text = sql.strip().rstrip(";").strip()
+        if not text:
+            raise SqlRejectedError("sql is empty: write one SELECT (or WITH ... SELECT) statement")
+        try:
+            statements = duckdb.extract_statements(text)
+        except duckdb.Error as e:
+            raise SqlRejectedError(f"the SQL does not parse: {str(e).splitlines()[0]}") from None
+        if len(statements) != 1:
+            raise SqlRejectedError(f"only one statement is allowed, got {len(statements)}: send them one at a time")
+        word = _WRITE_WORDS.search(_LITERALS.sub(" ", text))
+        if statements[0].type == duckdb.StatementType.SELECT and word:
+            raise SqlRejectedError(
+                f"query_sql is read-only: {word.group(1).upper()} is not allowed. "
+                "Write a single SELECT or WITH ... SELECT"
+            )
+        if statements[0].type != duckdb.StatementType.SELECT:
+            kind = str(statements[0].type).split(".")[-1]
+            raise SqlRejectedError(
+                f"query_sql is read-only: a {kind} statement is refused. Write a single SELECT or WITH ... SELECT"
+            )
+        return text
+
+    def describe(self) -> str:
+        return f"duckdb:{self.path}" if self.path else "duckdb:memory"
 
     def table_stats(self) -> dict[str, int]:
         """Row count per telemetry table."""

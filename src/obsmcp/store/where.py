@@ -23,10 +23,20 @@ class Where:
         p = self.dialect.ts_param()
         return self.add(f'"{col}" >= {p} AND "{col}" < {p}', start_ns, end_ns)
 
+    def log_time(self, start_ns: int, end_ns: int) -> Where:
+        """`time` on otel_logs.Timestamp, plus the sort key's second-resolution column when the table has one."""
+        self.time("Timestamp", start_ns, end_ns)
+        key = self.dialect.log_time_key
+        if key:
+            # Whole seconds around the range: the column is toDateTime(Timestamp), truncated.
+            self.add(f'"{key}" >= toDateTime(?) AND "{key}" <= toDateTime(?)', start_ns // 10**9, -(-end_ns // 10**9))
+        return self
+
     def contains(self, col: str, text: str) -> Where:
         """Case-insensitive substring match; LIKE wildcards in the text are matched literally."""
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return self.add(f"\"{col}\" ILIKE ? ESCAPE '\\'", f"%{escaped}%")
+        backslash = self.dialect.literal("\\")
+        return self.add(f'"{col}" ILIKE ? ESCAPE {backslash}', f"%{escaped}%")
 
     def attribute(self, maps: tuple[str, ...], key: str, value: str) -> Where:
         """Any of the given Map columns has key == value."""

@@ -35,7 +35,7 @@ from obsmcp.analysis.bottlenecks import (
 from obsmcp.analysis.critical_path import build_tree
 from obsmcp.analysis.service_map import call_target
 from obsmcp.model import Span
-from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub
+from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, redactor_for, scrub
 from obsmcp.store.schema import attributes_dict
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_duration, parse_duration, resolve_range
@@ -87,10 +87,7 @@ def fetch_attributes(ctx: ToolContext, rowids: list[int]) -> dict[int, tuple[str
     hold them (~10 ms for 20 rows at 10M spans), where filtering by trace or span id would scan the window."""
     if not rowids:
         return {}
-    _, rows = ctx.db.query(
-        'SELECT rowid, "SpanId", "SpanAttributes" FROM otel_traces WHERE rowid = ANY(?::BIGINT[])',
-        [sorted(set(rowids))],
-    )
+    _, rows = ctx.db.query(ctx.dialect.rows_by_id('"SpanId", "SpanAttributes"', rowids))
     return {int(r): (str(sid), attributes_dict(attrs)) for r, sid, attrs in rows}
 
 
@@ -267,10 +264,10 @@ def load_requests(ctx: ToolContext, sel: Selection) -> Loaded:
         his = [bounds[t][1] + SKEW_NS for t in tids]
         parts.append(
             f'SELECT t."TraceId", t."SpanId", t."ParentSpanId", t."ServiceName", t."SpanName", t."SpanKind", {ts}, '
-            't."Duration", t."StatusCode", t.rowid FROM otel_traces t '
-            "JOIN (SELECT unnest(?::VARCHAR[]) AS tid, unnest(?::BIGINT[]) AS lo, unnest(?::BIGINT[]) AS hi) s "
-            f'ON t."TraceId" = s.tid AND {ts} >= s.lo AND {ts} < s.hi '
-            f'WHERE t."Timestamp" >= {p} AND t."Timestamp" < {p}'
+            f't."Duration", t."StatusCode", {d.row_id("t")} FROM otel_traces t '
+            f"JOIN {d.values_relation([('tid', 'VARCHAR'), ('lo', 'BIGINT'), ('hi', 'BIGINT')])} s "
+            f'ON t."TraceId" = s.tid WHERE {ts} >= s.lo AND {ts} < s.hi '
+            f'AND t."Timestamp" >= {p} AND t."Timestamp" < {p}'
         )
         params.extend([tids, los, his, min(los), max(his)])
     _, rows = ctx.db.query(" UNION ALL ".join(parts), params)
@@ -454,7 +451,7 @@ def find_bottlenecks(
 ) -> tuple[FindBottlenecksResult, str]:
     rep = compute_bottlenecks(ctx, service, operation, start, end, baseline)
     sel, res = rep.current, rep.analysis
-    redact = ctx.settings.redact_secrets
+    redact = redactor_for(ctx.settings)
     contributors = [
         ContributorOut(
             service=c.service,

@@ -8,7 +8,8 @@ from typing import Any
 
 from obsmcp.config import Settings
 from obsmcp.resolve import resolve_service
-from obsmcp.store.database import Database
+from obsmcp.store.database import Store
+from obsmcp.store.dialect import Dialect
 from obsmcp.timerange import TimeRange
 
 SEVERITY_FLOOR = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17, "fatal": 21}
@@ -33,12 +34,12 @@ def severity_floor(min_severity: str | None) -> int | None:
 
 @dataclass
 class ToolContext:
-    db: Database
+    db: Store
     settings: Settings
     _services_cache: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def dialect(self):  # type: ignore[no-untyped-def]
+    def dialect(self) -> Dialect:
         return self.db.dialect
 
     def budget(self, max_tokens: int | None = None) -> int:

@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub, within_budget
+from obsmcp.redaction import Redactor
+from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, redactor_for, scrub, within_budget
+from obsmcp.store.dialect import Dialect
 from obsmcp.store.schema import attributes_dict
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_ns, resolve_range
@@ -39,26 +41,45 @@ _JAVA_FRAME = r"(?m)^\s*at ([\w$.<>/]+)\("
 _JS_FRAME = r"(?m)^\s*at (\S+) \("
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _normalized(expr: str) -> str:
-    out = f"trim(split_part(trim({expr}), chr(10), 1))"
+def _normalized(d: Dialect, expr: str) -> str:
+    out = f"trim({d.first_line(f'trim({expr})')})"
     for pattern, repl in _NORMALIZERS:
-        out = f"regexp_replace({out}, {_lit(pattern)}, {_lit(repl)}, 'g')"
-    return f"substr({out}, 1, 200)"
+        out = d.regex_replace_all(out, pattern, repl)
+    return d.substr(out, 1, 200)
 
 
-def _frame(expr: str) -> str:
-    py_last = f"list_last(regexp_extract_all({expr}, {_lit(_PY_FRAME)}, 0))"
+_NORMALIZERS_PY = [(re.compile(p), r) for p, r in _NORMALIZERS]
+
+
+def _display_message(raw: str, redactor: Redactor | None) -> str:
+    """A group's message as shown: one raw message, redacted first and then normalized like the group key.
+
+    Normalizing first would turn a secret into something no detector knows (`ghp_Z9y8...` -> `ghp_Z<n>y<n>...`)
+    while leaving most of its characters visible.
+    """
+    text = redactor.redact(raw.strip()) if redactor is not None else raw.strip()
+    text = text.split("\n", 1)[0].strip()
+    for pattern, repl in _NORMALIZERS_PY:
+        text = pattern.sub(repl, text)
+    return text.strip()[:200]
+
+
+def _frame(d: Dialect, expr: str) -> str:
+    py_last = d.regex_last_match(expr, _PY_FRAME)
     return (
         f"CASE WHEN {expr} = '' THEN '' "
-        f"WHEN regexp_matches({expr}, {_lit(_PY_FRAME)}) THEN regexp_extract({py_last}, {_lit(_PY_FRAME)}, 1) "
-        f"|| ' in ' || regexp_extract({py_last}, {_lit(_PY_FRAME)}, 2) "
-        f"ELSE coalesce(nullif(regexp_extract({expr}, {_lit(_JAVA_FRAME)}, 1), ''), "
-        f"regexp_extract({expr}, {_lit(_JS_FRAME)}, 1)) END"
+        f"WHEN {d.regex_match(expr, d.literal(_PY_FRAME))} THEN {d.regex_extract(py_last, _PY_FRAME, 1)} "
+        f"|| ' in ' || {d.regex_extract(py_last, _PY_FRAME, 2)} "
+        f"ELSE coalesce(nullif({d.regex_extract(expr, _JAVA_FRAME, 1)}, ''), "
+        f"{d.regex_extract(expr, _JS_FRAME, 1)}) END"
     )
+
+
+# What makes two occurrences one group: status-only span errors also by service and operation.
+_GROUP_KEY = (
+    "kind || '|' || CASE WHEN kind = 'span' THEN svc || '|' || op ELSE '' END "
+    "|| '|' || etype || '|' || norm || '|' || frame"
+)
 
 
 def _occurrences(ctx: ToolContext, tr: TimeRange, service: str | None) -> tuple[str, list[Any]]:
@@ -69,7 +90,7 @@ def _occurrences(ctx: ToolContext, tr: TimeRange, service: str | None) -> tuple[
     """
     d = ctx.dialect
     span_where = Where(d).time("Timestamp", tr.start_ns, tr.end_ns).add("\"StatusCode\" = 'Error'")
-    log_where = Where(d).time("Timestamp", tr.start_ns, tr.end_ns).add('"SeverityNumber" >= 17')
+    log_where = Where(d).log_time(tr.start_ns, tr.end_ns).add('"SeverityNumber" >= 17')
     if service:
         span_where.add('"ServiceName" = ?', service)
         log_where.add('"ServiceName" = ?', service)
@@ -79,7 +100,7 @@ def _occurrences(ctx: ToolContext, tr: TimeRange, service: str | None) -> tuple[
     sql = f"""
 WITH span_err AS (
   SELECT "ServiceName" AS svc, "Timestamp" AS ts, "TraceId" AS tid, "SpanName" AS op,
-         list_position("Events.Name", 'exception') AS i, "Events.Attributes", "StatusMessage" AS smsg,
+         {d.list_position(col("Events.Name"), "'exception'")} AS i, "Events.Attributes", "StatusMessage" AS smsg,
          "SpanAttributes" AS attrs, {version} AS version
   FROM otel_traces WHERE {span_where.sql()}
 ), occ AS (
@@ -99,15 +120,14 @@ WITH span_err AS (
   FROM otel_logs WHERE {log_where.sql()}
 ), norms AS (
   -- The regexes run once per distinct message and stack trace, not once per occurrence.
-  SELECT msg, {_normalized("msg")} AS norm FROM (SELECT DISTINCT msg FROM occ)
+  SELECT msg, {_normalized(d, "msg")} AS norm FROM (SELECT DISTINCT msg FROM occ)
 ), frames AS (
-  SELECT st, {_frame("st")} AS frame FROM (SELECT DISTINCT st FROM occ)
+  SELECT st, {_frame(d, "st")} AS frame FROM (SELECT DISTINCT st FROM occ)
 ), normed AS (
-  SELECT occ.*, norms.norm, frames.frame FROM occ JOIN norms USING (msg) JOIN frames USING (st)
+  SELECT * FROM occ JOIN norms USING (msg) JOIN frames USING (st)
 ), keyed AS (
   -- Status-only span errors carry little text: their service and operation tell them apart.
-  SELECT *, substr(md5(kind || '|' || CASE WHEN kind = 'span' THEN svc || '|' || op ELSE '' END
-                       || '|' || etype || '|' || norm || '|' || frame), 1, 12) AS gid
+  SELECT *, {d.substr(d.md5_hex(_GROUP_KEY), 1, 12)} AS gid
   FROM normed
 )"""
     return sql, [*span_where.params, *log_where.params]
@@ -152,21 +172,21 @@ def find_errors(
     _, rows = ctx.db.query(
         with_sql
         + f"""
-SELECT gid, any_value(kind), any_value(etype), any_value(norm), any_value(frame), count(*),
-       {d.epoch_ns("min(ts)")}, {d.epoch_ns("max(ts)")}, list_sort(list_distinct(list(svc))),
-       list_slice(list_sort(list_distinct(list(op) FILTER (WHERE op <> ''))), 1, 5),
-       list_slice(list(tid ORDER BY ts DESC) FILTER (WHERE tid <> ''), 1, 6)
+SELECT gid, {d.any_value("kind")}, {d.any_value("etype")}, {d.any_value("msg")}, {d.any_value("frame")}, count(*),
+       {d.epoch_ns("min(ts)")}, {d.epoch_ns("max(ts)")}, {d.list_distinct_agg("svc", 1000)},
+       {d.list_distinct_agg("op", 5, "op <> ''")},
+       {d.newest_agg("tid", "ts", 6, "tid <> ''")}
 FROM keyed GROUP BY gid""",
         params,
     )
     notes: list[str] = []
-    redact = ctx.settings.redact_secrets
+    redact = redactor_for(ctx.settings)
     out = [
         ErrorGroup(
             error_id=str(gid),
             kind=str(kind),
             type=str(etype or kind),
-            message=scrub(str(norm), redact_secrets=redact, max_chars=200),
+            message=scrub(_display_message(str(raw_msg), redact), redact_secrets=redact, max_chars=200),
             top_frame=str(frame or ""),
             count=int(n),
             first_seen=format_ns(int(lo)),
@@ -175,7 +195,7 @@ FROM keyed GROUP BY gid""",
             operations=[str(x) for x in ops or []],
             sample_trace_ids=list(dict.fromkeys(str(t) for t in tids or []))[:3],
         )
-        for gid, kind, etype, norm, frame, n, lo, hi, services, ops, tids in rows
+        for gid, kind, etype, raw_msg, frame, n, lo, hi, services, ops, tids in rows
     ]
     occurrences = sum(g.count for g in out)
     key = {
@@ -251,7 +271,8 @@ def get_error_details(
     # Two passes over the group's rows (grouping means normalizing every error message in range, the
     # costly part): every occurrence's time for the count and timeline, then the newest ones in detail.
     _, summary = ctx.db.query(
-        with_sql + f" SELECT list({d.epoch_ns('ts')}), list_sort(list_distinct(list(svc))) FROM keyed WHERE gid = ?",
+        with_sql
+        + f" SELECT {d.agg_list(d.epoch_ns('ts'))}, {d.list_distinct_agg('svc', 1000)} FROM keyed WHERE gid = ?",
         [*params, eid],
     )
     times = [int(t) for t in (summary[0][0] or [])] if summary else []
@@ -274,7 +295,7 @@ def get_error_details(
     notes = []
     if count > len(items):
         notes.append(f"attribute counts are over the newest {len(items)} of {count} occurrences")
-    redact = ctx.settings.redact_secrets
+    redact = redactor_for(ctx.settings)
     kind, etype, message = str(items[0][0]), str(items[0][1]), str(items[0][2])
     attr_counts: dict[str, Counter[str]] = defaultdict(Counter)
     for row in items:

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from obsmcp.analysis import investigate as rca
-from obsmcp.result import UNTRUSTED_NOTE, Fence, estimate_tokens, scrub
+from obsmcp.result import UNTRUSTED_NOTE, Fence, estimate_tokens, redactor_for, scrub
 from obsmcp.timerange import NS_PER_S, TimeRange, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
 from obsmcp.tools.structure import choose_sample, structure_series
@@ -337,7 +337,10 @@ def _suspect(
     msgs = _error_messages(ctx, svc, after)
     if msgs:
         fence = Fence("error")
-        ev.append("top errors: " + fence.wrap([scrub(m, max_chars=140) + f" (x{n})" for m, n in msgs]))
+        redact = redactor_for(ctx.settings)
+        ev.append(
+            "top errors: " + fence.wrap([scrub(m, redact_secrets=redact, max_chars=140) + f" (x{n})" for m, n in msgs])
+        )
     if score > 0:
         logs = _new_log_patterns(ctx, svc, after)
         if logs:
@@ -355,7 +358,8 @@ def _new_log_patterns(ctx: ToolContext, svc: str, after: TimeRange) -> list[str]
     out = []
     for p in analysis.new_or_rising()[:2]:
         change = "new" if p.change == "new" else f"x{p.ratio:.1f}" if p.ratio else p.change
-        out.append(f"{p.severity} {scrub(p.template, max_chars=140)} ({p.count}, {change})")
+        template = scrub(p.template, redact_secrets=redactor_for(ctx.settings), max_chars=140)
+        out.append(f"{p.severity} {template} ({p.count}, {change})")
     return out
 
 

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
 from pydantic import BaseModel, Field
 
 from obsmcp.result import (
     UNTRUSTED_NOTE,
     Fence,
     ListResult,
+    Redactor,
     encode_cursor,
     estimate_tokens,
     fingerprint,
     page_start,
+    redactor_for,
     scrub,
     within_budget,
 )
+from obsmcp.store.database import QUERY_ERRORS
 from obsmcp.store.schema import attributes_dict
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_ns
@@ -68,7 +70,7 @@ def search_logs(
     fp = fingerprint("search_logs", query, svc, floor, attributes, trace_id, regex, start, end, limit)
     offset, tr = page_start(cursor, fp, start, end)
 
-    where = Where(ctx.dialect).time("Timestamp", tr.start_ns, tr.end_ns)
+    where = Where(ctx.dialect).log_time(tr.start_ns, tr.end_ns)
     if svc:
         where.add('"ServiceName" = ?', svc)
     if floor is not None:
@@ -87,7 +89,9 @@ def search_logs(
     _, rows = ctx.db.query(
         f'SELECT {ctx.dialect.epoch_ns(TS)}, "SeverityText", "ServiceName", '
         '"Body", "TraceId", "SpanId", "LogAttributes" '
-        f'FROM otel_logs WHERE {where.sql()} ORDER BY "Timestamp" DESC LIMIT ? OFFSET ?',
+        # Ties on the timestamp are broken by content, so pages never repeat or skip a record and every
+        # engine returns the same order.
+        f'FROM otel_logs WHERE {where.sql()} ORDER BY "Timestamp" DESC, "ServiceName", "Body" LIMIT ? OFFSET ?',
         [*where.params, limit + 1, offset],
     )
     has_more_rows = len(rows) > limit
@@ -104,7 +108,7 @@ def search_logs(
         by_severity, total, estimate_note = _severity_counts(ctx, where, tr, exact_counts)
         # A sample can miss rare matches; what the pages have shown is a floor.
         total = max(total, offset + len(rows) + (1 if has_more_rows else 0))
-    redact = ctx.settings.redact_secrets
+    redact = redactor_for(ctx.settings)
     records = [_record(r, redact) for r in rows]
 
     budget = ctx.budget(max_tokens)
@@ -155,14 +159,18 @@ def _severity_counts(
     counts instead, and the answer says so; `exact_counts=true` forces the full scan.
     """
     cap = ctx.settings.exact_count_max_rows
-    base = Where(ctx.dialect).time("Timestamp", tr.start_ns, tr.end_ns)
+    base = Where(ctx.dialect).log_time(tr.start_ns, tr.end_ns)
     _, n_rows = ctx.db.query(f"SELECT count(*) FROM otel_logs WHERE {base.sql()}", base.params)
     in_range = int(n_rows[0][0]) if n_rows else 0
     sample = ""
     pct = 100.0
     if not exact and in_range > cap:
-        pct = max(0.1, round(100.0 * SAMPLE_ROWS / in_range, 1))
-        sample = f" TABLESAMPLE system({pct}%)"
+        want = max(0.1, round(100.0 * SAMPLE_ROWS / in_range, 1))
+        # None where the engine cannot sample the table (ClickHouse without SAMPLE BY): exact counts there.
+        # Below SAMPLE_ROWS in range (exact_count_max_rows set lower) the "sample" would be everything.
+        clause = ctx.dialect.table_sample(want) if want < 100 else None
+        if clause:
+            sample, pct = clause, want
     _, counts = ctx.db.query(
         f'SELECT "SeverityText", count(*) FROM otel_logs{sample} WHERE {where.sql()} GROUP BY 1 ORDER BY 2 DESC',
         where.params,
@@ -182,14 +190,14 @@ def _severity_counts(
 def _check_regex(ctx: ToolContext, pattern: str) -> None:
     try:
         ctx.db.query(f"SELECT {ctx.dialect.regex_match(repr(''))}", [pattern])
-    except duckdb.Error as e:
+    except QUERY_ERRORS as e:
         msg = str(e).split("\n")[0]
         raise ToolInputError(
             f"regex {pattern!r} is invalid ({msg}); fix it (RE2 syntax) or search with regex=false"
         ) from None
 
 
-def _record(row: tuple[Any, ...], redact: bool) -> LogRecord:
+def _record(row: tuple[Any, ...], redact: Redactor | None) -> LogRecord:
     ts, sev, svc, body, trace_id, span_id, attrs = row
     return LogRecord(
         time=format_ns(int(ts)),

@@ -48,7 +48,7 @@ def list_metrics(
             f'SELECT "MetricName", {d.any_value(col("MetricUnit"))}, '
             f"{d.any_value(col('MetricDescription'))}, "
             f"{d.list_distinct_agg(col('ServiceName'), 20)}, "
-            f"list_slice(list_sort(list_distinct(flatten(list(DISTINCT {d.attr_keys(col('Attributes'))})))), 1, 20) "
+            f"{d.distinct_keys_agg(col('Attributes'), 20)} "
             f"FROM {table.name} WHERE {where.sql()} GROUP BY 1 ORDER BY 1",
             where.params,
         )
@@ -275,7 +275,8 @@ def metric_series(
 def _find_metric(ctx: ToolContext, metric: str, svc: str | None) -> tuple[str, str]:
     for mtype, table in METRIC_TABLES.items():
         _, rows = ctx.db.query(
-            f'SELECT any_value("MetricUnit") FROM {table.name} WHERE "MetricName" = ? HAVING count(*) > 0',
+            f'SELECT {ctx.dialect.any_value(col("MetricUnit"))} FROM {table.name} WHERE "MetricName" = ? '
+            "HAVING count(*) > 0",
             [metric],
         )
         if rows:

@@ -20,7 +20,8 @@ from typing import IO, Any, TextIO
 from pydantic import BaseModel, Field
 
 from obsmcp.analysis.patterns import PREMASK_RE2, TemplateMiner
-from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub, within_budget
+from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, redactor_for, scrub, within_budget
+from obsmcp.store.dialect import Dialect
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_duration, parse_duration, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError, severity_floor
@@ -65,15 +66,11 @@ class LogPatternsAnalysis:
         return [p for p in self.patterns if p.change in ("new", "rising")]
 
 
-def _masked_body_sql() -> str:
-    out = f'left(split_part("Body", chr(10), 1), {BODY_CHARS})'
+def _masked_body_sql(d: Dialect) -> str:
+    out = d.left(d.first_line(col("Body")), BODY_CHARS)
     for pattern, repl in PREMASK_RE2:
-        out = f"regexp_replace({out}, {_lit(pattern)}, {_lit(repl)}, 'g')"
+        out = d.regex_replace_all(out, pattern, repl)
     return out
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _baseline_range(tr: TimeRange, baseline: str | None) -> TimeRange | None:
@@ -139,7 +136,7 @@ def compute_log_patterns(
     d = ctx.dialect
 
     def where_for(lo: int, hi: int) -> Where:
-        w = Where(d).time("Timestamp", lo, hi)
+        w = Where(d).log_time(lo, hi)
         if svc:
             w.add('"ServiceName" = ?', svc)
         if floor is not None:
@@ -173,11 +170,12 @@ def compute_log_patterns(
             "by service or min_severity for exact counts"
         )
     ts = d.ts_param()
+    severity_text = "nullif(" + col("SeverityText") + ", '')"
     sql = f"""
-SELECT {_masked_body_sql()} AS mb, "ServiceName", "Timestamp" >= {ts} AS cur, sum({weight}),
-       mode(nullif("SeverityText", '')), max("SeverityNumber"), any_value("Body")
+SELECT {_masked_body_sql(d)} AS mb, "ServiceName", "Timestamp" >= {ts} AS cur, sum({weight}),
+       {d.mode(severity_text)}, max("SeverityNumber"), min("Body")
 FROM otel_logs WHERE ({union}) {keep}
-GROUP BY ALL"""
+GROUP BY ALL ORDER BY 1, 2, 3"""
     _, rows = ctx.db.query(sql, [tr.start_ns, *params])
 
     miner = TemplateMiner()
@@ -291,7 +289,7 @@ def log_patterns(
     if not 1 <= limit <= MAX_LIMIT:
         raise ToolInputError(f"limit={limit} is out of range: use 1..{MAX_LIMIT}")
     a = compute_log_patterns(ctx, service, min_severity, start, end, baseline)
-    redact = ctx.settings.redact_secrets
+    redact = redactor_for(ctx.settings)
     # New and rising patterns first (what changed), then the rest by count; gone ones last.
     rank = {"new": 0, "rising": 0}
     ordered = sorted(a.patterns, key=lambda p: (rank.get(p.change, 1), p.count == 0, -p.count))

@@ -80,7 +80,7 @@ def _window_edges(ctx: ToolContext, tr: TimeRange) -> tuple[list[Edge], int, int
     # costs more than it saves on a high-cardinality string column.
     _, rows = ctx.db.query(
         'WITH c AS (SELECT "TraceId" AS tid, "SpanId" AS sid, "ServiceName" AS svc, "SpanName" AS name, '
-        f'"Duration" AS dur, "StatusCode" AS st, rowid AS rid FROM otel_traces WHERE {calls_where.sql()}), '
+        f'"Duration" AS dur, "StatusCode" AS st, {d.row_id()} AS rid FROM otel_traces WHERE {calls_where.sql()}), '
         's AS (SELECT "TraceId" AS tid, "ParentSpanId" AS pid, "ServiceName" AS svc, "StatusCode" AS st '
         f"FROM otel_traces WHERE {callee_where.sql()}) "
         f"SELECT c.svc, s.svc, CASE WHEN s.svc IS NULL THEN c.name END, {bucket}, count(*), "

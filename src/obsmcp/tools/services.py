@@ -55,6 +55,7 @@ def list_services(
         return info
 
     w = Where(d).time("Timestamp", tr.start_ns, tr.end_ns)
+    lw = Where(d).log_time(tr.start_ns, tr.end_ns)
     # RED figures from entry spans (server spans, or roots): filtering in WHERE keeps the quantile and the
     # version lookup to those rows; first/last seen come from every span in a second, cheap pass.
     entry = w.copy().add("(\"SpanKind\" = 'Server' OR \"ParentSpanId\" = '')")
@@ -85,8 +86,8 @@ def list_services(
     _, rows = ctx.db.query(
         'SELECT "ServiceName", count(*) FILTER (WHERE "SeverityNumber" >= 17), '
         f"{d.epoch_ns('min(' + TS + ')')}, {d.epoch_ns('max(' + TS + ')')} "
-        f"FROM otel_logs WHERE {w.sql()} GROUP BY 1",
-        w.params,
+        f"FROM otel_logs WHERE {lw.sql()} GROUP BY 1",
+        lw.params,
     )
     for svc, errs, lo, hi in rows:
         seen(str(svc), "logs", int(lo), int(hi)).error_logs = int(errs)

@@ -41,18 +41,12 @@ _COMPLIANCE_RANK = {"violated": 0, "at risk": 1, "met": 2, "no data": 3}
 _UNIT_PER_MS = {"s": 1e-3, "ms": 1.0, "us": 1e3, "µs": 1e3, "ns": 1e6}
 
 TOOL_DESCRIPTION = (
-    "SLO status per service, worst first: SLI over the range and over the SLO window (and how much of the "
-    "window has data), compliance (met / at risk / violated), error budget spent and left, burn rates over "
-    "5m/30m/1h/6h/1d/3d ending at `end`, the SRE Workbook multiwindow multi-burn-rate alert (page: 1h and 5m "
-    "burn > 14.4, or 6h and 30m > 6; ticket: 3d and 6h > 1) and the time until the budget is gone at the 1h burn. "
-    "SLOs come from the config's [[slos]]; a service without any gets: availability 99.9%, latency p95 < 2s "
-    "(95% of requests <= 2s), p99 < 5s, error rate < 0.1%, over 30d. "
-    "availability = share of requests (entry spans: server spans or trace roots) without error status "
-    "(HTTP servers set it for 5xx, not 4xx); latency = share of requests at or below the threshold; "
-    "error_rate = share of ALL the service's spans (incl. its client and DB calls, where a downstream 4xx is an "
-    "error too) without error status, so it also catches failing downstream calls the request survived. "
-    "Burn-rate alerts need >= 10 bad events in their long window (low-traffic guard). A window without "
-    'traffic has no burn rate ("no data"), never 0.'
+    "SLO status per service, worst first: SLI over the range and the SLO window, compliance (met / at risk / "
+    "violated), error budget spent and left, burn rates 5m..3d ending at `end`, multiwindow burn-rate alerts "
+    "(SRE Workbook page/ticket) and time until the budget is gone. SLOs come from the config's [[slos]]; a "
+    "service without any gets availability 99.9%, latency p95 < 2s and p99 < 5s, error rate < 0.1%, over 30d. "
+    "availability and latency count requests (server spans or trace roots); error_rate counts all the service's "
+    "spans, so failing downstream calls count too. A window without traffic has no burn rate, never 0."
 )
 
 
@@ -249,7 +243,7 @@ def _count_metric(ctx: ToolContext, plan: _Plan, slo: SLOConfig) -> tuple[_Rings
         table = "otel_metrics_histogram"
         names = [slo.metric]
         _, meta = ctx.db.query(
-            f'SELECT any_value("MetricUnit"), any_value("ExplicitBounds") FROM {table} '
+            f"SELECT {d.any_value(col('MetricUnit'))}, {d.any_value(col('ExplicitBounds'))} FROM {table} "
             'WHERE "MetricName" = ? AND "ServiceName" = ?',
             [slo.metric, slo.service],
         )
@@ -268,11 +262,11 @@ def _count_metric(ctx: ToolContext, plan: _Plan, slo: SLOConfig) -> tuple[_Rings
                     f"{at} (the next lower bound), so the SLI is a lower bound"
                 )
             # Buckets whose upper bound is at or below the threshold hold only good requests.
-            good = 'list_sum(list_slice("BucketCounts", 1, len(list_filter("ExplicitBounds", lambda b: b <= ?))))'
+            good = d.buckets_at_or_below(col("BucketCounts"), col("ExplicitBounds"))
             sources = [(slo.metric, "total", '"Count"', []), (slo.metric, "good", good, [threshold * (1 + 1e-9)])]
         else:
             status = d.attr(col("Attributes"), "'http.response.status_code'")
-            bad = f'CASE WHEN TRY_CAST({status} AS INTEGER) >= 500 THEN "Count" ELSE 0 END'
+            bad = f'CASE WHEN {d.try_int(status)} >= 500 THEN "Count" ELSE 0 END'
             sources = [(slo.metric, "total", '"Count"', []), (slo.metric, "bad", bad, [])]
     else:
         assert slo.good_metric is not None and slo.total_metric is not None
@@ -299,8 +293,9 @@ def _count_metric(ctx: ToolContext, plan: _Plan, slo: SLOConfig) -> tuple[_Rings
     )
     sql = (
         f"WITH pts AS ({' UNION ALL '.join(unions)}), "
-        "lagged AS (SELECT *, lag(v) OVER w AS prev, lag(st) OVER w AS prev_st "
-        "FROM pts WINDOW w AS (PARTITION BY kind, ra, a ORDER BY t)), "
+        f"lagged AS (SELECT *, {d.lag('v')} OVER w AS prev, {d.lag('st')} OVER w AS prev_st "
+        "FROM pts WINDOW w AS "
+        "(PARTITION BY kind, ra, a ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)), "
         f"steps AS (SELECT kind, t, {step} AS inc FROM lagged) "
         f"SELECT {ring} AS ring, coalesce(sum(inc) FILTER (WHERE kind = 'total'), 0), "
         "coalesce(sum(inc) FILTER (WHERE kind = 'bad'), 0), coalesce(sum(inc) FILTER (WHERE kind = 'good'), 0), "

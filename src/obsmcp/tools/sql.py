@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from typing import Any
 
-import duckdb
 from pydantic import Field
 
-from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, scrub, within_budget
+from obsmcp.result import (
+    UNTRUSTED_NOTE,
+    Fence,
+    ListResult,
+    Redactor,
+    estimate_tokens,
+    redactor_for,
+    scrub,
+    within_budget,
+)
+from obsmcp.store.database import QUERY_ERRORS, SqlRejectedError
 from obsmcp.store.schema import MACROS_DDL, META_DDL, TELEMETRY_TABLES
 from obsmcp.tools.context import ToolContext, ToolInputError
 
@@ -20,8 +28,19 @@ class QuerySqlResult(ListResult):
     rows: list[list[Any]] = Field(default_factory=list, description="values are untrusted telemetry text")
 
 
-def schema_text() -> str:
-    """The store's DDL (also served as the MCP resource obsmcp://schema)."""
+def schema_text(ctx: ToolContext | None = None) -> str:
+    """The store's DDL (also served as the MCP resource obsmcp://schema). On ClickHouse, the tables as they are
+    (the exporter's version, TTLs and codecs vary by deployment), read from system.tables."""
+    if ctx is not None and ctx.dialect.name == "clickhouse":
+        _, rows = ctx.db.query(
+            "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() "
+            "AND name LIKE 'otel\\_%' ORDER BY name"
+        )
+        head = (
+            "-- obsmcp store (ClickHouse, OpenTelemetry Collector exporter tables). Attribute columns are Maps: "
+            "SpanAttributes['http.route']. Only one SELECT is allowed."
+        )
+        return "\n\n".join([head, *(str(r[0]) + ";" for r in rows)])
     parts = [
         "-- obsmcp store (DuckDB). Tables use the OpenTelemetry Collector ClickHouse exporter's names.",
         "-- Times are TIMESTAMP_NS in UTC; Duration is in nanoseconds; SpanKind is Server/Client/Internal/...;",
@@ -35,40 +54,15 @@ def schema_text() -> str:
     return "\n\n".join(parts)
 
 
-# Defense in depth beside the statement-type check: DuckDB classifies `WITH d AS (DELETE ... RETURNING *)
-# SELECT ...` as a SELECT. Words are looked for outside string literals, quoted identifiers and comments.
-_WRITE_WORDS = re.compile(
-    r"\b(insert|update|delete|merge|copy|attach|detach|install|load|pragma|set|reset|call|create|drop|alter|"
-    r"export|import|checkpoint|vacuum|truncate|grant|revoke|use)\b",
-    re.IGNORECASE,
-)
-_LITERALS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
-
-
-def _check_read_only(sql: str) -> str:
-    text = sql.strip().rstrip(";").strip()
-    if not text:
-        raise ToolInputError("sql is empty: write one SELECT (or WITH ... SELECT) statement")
+def _check_read_only(ctx: ToolContext, sql: str) -> str:
+    """One read-only statement, checked by the store's own parser (DuckDB's or ClickHouse's)."""
     try:
-        statements = duckdb.extract_statements(text)
-    except duckdb.Error as e:
-        raise ToolInputError(f"the SQL does not parse: {str(e).splitlines()[0]}") from None
-    if len(statements) != 1:
-        raise ToolInputError(f"only one statement is allowed, got {len(statements)}: send them one at a time")
-    word = _WRITE_WORDS.search(_LITERALS.sub(" ", text))
-    if statements[0].type == duckdb.StatementType.SELECT and word:
-        raise ToolInputError(
-            f"query_sql is read-only: {word.group(1).upper()} is not allowed. Write a single SELECT or WITH ... SELECT"
-        )
-    if statements[0].type != duckdb.StatementType.SELECT:
-        kind = str(statements[0].type).split(".")[-1]
-        raise ToolInputError(
-            f"query_sql is read-only: a {kind} statement is refused. Write a single SELECT or WITH ... SELECT"
-        )
-    return text
+        return ctx.db.check_read_only(sql)
+    except SqlRejectedError as e:
+        raise ToolInputError(str(e)) from None
 
 
-def _cell(v: Any, redact: bool) -> Any:
+def _cell(v: Any, redact: Redactor | None) -> Any:
     if isinstance(v, str):
         return scrub(v, redact_secrets=redact, max_chars=300)
     if isinstance(v, dt.datetime):
@@ -84,15 +78,15 @@ def query_sql(
     cap = ctx.settings.sql_max_rows
     if not 1 <= limit <= cap:
         raise ToolInputError(f"limit={limit} is out of range: use 1..{cap}")
-    text = _check_read_only(sql)
+    text = _check_read_only(ctx, sql)
     try:
         cols, rows = ctx.db.query(f"SELECT * FROM ({text}) AS q LIMIT {limit + 1}")
-    except duckdb.Error as e:
+    except QUERY_ERRORS as e:
         first = str(e).splitlines()[0]
         raise ToolInputError(f"the query failed: {first}. The schema is in resource obsmcp://schema") from None
     more = len(rows) > limit
     rows = rows[:limit]
-    redact = ctx.settings.redact_secrets
+    redact = redactor_for(ctx.settings)
     table = [[_cell(v, redact) for v in r] for r in rows]
     budget = ctx.budget(max_tokens)
     kept = within_budget(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from obsmcp.analysis.investigate import Cell, StructureSeries
+from obsmcp.store.where import col
 from obsmcp.timerange import TimeRange
 from obsmcp.tools.context import ToolContext
 
@@ -48,21 +49,23 @@ def choose_sample(ctx: ToolContext, tr: TimeRange) -> Sample:
 def structure_series(ctx: ToolContext, tr: TimeRange, step_ns: int, sample: Sample) -> StructureSeries:
     d = ctx.dialect
     ts = d.ts_param()
-    sample_sql = f'AND hash("TraceId") % {sample.modulus} = 0' if sample.modulus > 1 else ""
+    sample_sql = f"AND {d.hash(col('TraceId'))} % {sample.modulus} = 0" if sample.modulus > 1 else ""
     addr = d.attr('"SpanAttributes"', "'server.address'")
     peer = d.attr('"SpanAttributes"', "'peer.service'")
     sql = f"""
     WITH s AS MATERIALIZED (
       SELECT "TraceId" AS t, "SpanId" AS id, "ParentSpanId" AS pid, "ServiceName" AS svc, "SpanKind" AS kind,
-             "Duration" AS dur, "StatusCode" = 'Error' AS err, "SpanName" AS name, rowid AS rid,
-             ({d.epoch_ns('"Timestamp"')} - ?) // ? AS b,
+             "Duration" AS dur, "StatusCode" = 'Error' AS err, "SpanName" AS name, {d.row_id()} AS rid,
+             {d.int_div(d.epoch_ns('"Timestamp"') + " - ?", "?")} AS b,
              CASE WHEN "StatusCode" = 'Error' THEN coalesce({peer}, {addr}, '') END AS callee
       FROM otel_traces
       WHERE "Timestamp" >= {ts} AND "Timestamp" < {ts} {sample_sql}
     ), kids AS (
-      SELECT pid, bool_or(err) AS kerr, max(svc) AS ksvc FROM s WHERE pid <> '' GROUP BY pid
+      SELECT pid, {d.bool_or("err")} AS kerr, max(svc) AS ksvc FROM s WHERE pid <> '' GROUP BY pid
     ), known AS (SELECT DISTINCT svc FROM s), j AS MATERIALIZED (
-      SELECT s.b, s.svc, s.kind, s.dur, s.err, s.pid, s.callee, p.svc AS psvc, p.dur AS pdur, k.kerr, k.ksvc
+      -- Named explicitly: ClickHouse calls a self-join's columns "s.b", not "b".
+      SELECT s.b AS b, s.svc AS svc, s.kind AS kind, s.dur AS dur, s.err AS err, s.pid AS pid, s.callee AS callee,
+             p.svc AS psvc, p.dur AS pdur, k.kerr AS kerr, k.ksvc AS ksvc
       FROM s LEFT JOIN s AS p ON s.pid = p.id
              LEFT JOIN kids AS k ON k.pid = s.id
     ), blamed AS (
@@ -79,31 +82,39 @@ def structure_series(ctx: ToolContext, tr: TimeRange, step_ns: int, sample: Samp
            count(*) FILTER (WHERE psvc IS NULL OR psvc <> svc) AS entries,
            count(*) FILTER (WHERE (psvc IS NULL OR psvc <> svc) AND err) AS entry_errors,
            count(*) FILTER (WHERE pid = '') AS roots,
-           0 AS outgoing_ns, 0 AS origins, count(*) AS spans, NULL AS name
+           0 AS outgoing_ns, 0 AS origins, count(*) AS spans, NULL AS name, NULL AS rid
     FROM j GROUP BY b, svc
     UNION ALL
-    SELECT 'cell', b, psvc, 0, 0, 0, 0, sum(least(dur, pdur)), 0, 0, NULL FROM j
+    -- Sums that may go negative are BIGINT everywhere: ClickHouse has no common type of UInt64 and Int64.
+    SELECT 'cell', b, psvc, 0, 0, 0, 0, CAST(sum(least(dur, pdur)) AS BIGINT), 0, 0, NULL, NULL FROM j
     WHERE psvc IS NOT NULL AND psvc <> svc GROUP BY b, psvc
     UNION ALL
-    SELECT 'cell', b, svc, 0, 0, 0, 0, 0, n, 0, NULL FROM origins
+    SELECT 'cell', b, svc, 0, 0, 0, 0, 0, n, 0, NULL, NULL FROM origins
     UNION ALL
     -- A failed call that reached no span of the callee (connection refused, a crashed service): the time the
     -- caller lost is the callee's, as if it had answered with an error that slowly.
-    SELECT 'cell', b, unnest([svc, callee]), 0, 0, 0, 0, unnest([sum(dur), -sum(dur)]), 0, 0, NULL FROM j
+    SELECT 'cell', b, callee, 0, 0, 0, 0, CAST(sum(dur) AS BIGINT), 0, 0, NULL, NULL FROM j
     WHERE err AND kind = 'Client' AND ksvc IS NULL AND callee <> svc AND callee IN (SELECT svc FROM known)
     GROUP BY b, svc, callee
     UNION ALL
-    SELECT 'fail', b, caller, 0, count(*), 0, 0, 0, 0, 0, svc FROM blamed WHERE svc <> caller GROUP BY b, caller, svc
+    SELECT 'cell', b, svc, 0, 0, 0, 0, -CAST(sum(dur) AS BIGINT), 0, 0, NULL, NULL FROM j
+    WHERE err AND kind = 'Client' AND ksvc IS NULL AND callee <> svc AND callee IN (SELECT svc FROM known)
+    GROUP BY b, svc, callee
     UNION ALL
-    SELECT 'op', b, svc, sum(dur), count(*), count(*) FILTER (WHERE err), 0, 0, 0, 0, name FROM s GROUP BY b, svc, name
+    SELECT 'fail', b, caller, 0, count(*), 0, 0, 0, 0, 0, svc, NULL FROM blamed WHERE svc <> caller
+    GROUP BY b, caller, svc
     UNION ALL
-    SELECT 'rid', b, svc, min(rid), 0, 0, 0, 0, 0, 0, NULL FROM s
+    SELECT 'op', b, svc, sum(dur), count(*), count(*) FILTER (WHERE err), 0, 0, 0, 0, name, NULL FROM s
+    GROUP BY b, svc, name
+    UNION ALL
+    -- Row ids in their own column: ClickHouse's are 128-bit (see Dialect.row_id).
+    SELECT 'rid', b, svc, 0, 0, 0, 0, 0, 0, 0, NULL, min(rid) FROM s
     WHERE kind = 'Server' OR pid = '' GROUP BY b, svc
     """
     params = [tr.start_ns, step_ns, tr.start_ns, tr.end_ns]
     _, rows = ctx.db.query(sql, params)
     series = StructureSeries(step_ns)
-    for row_type, b, svc, entry_ns, entries, entry_errors, roots, outgoing_ns, origins, spans, name in rows:
+    for row_type, b, svc, entry_ns, entries, entry_errors, roots, outgoing_ns, origins, spans, name, rid in rows:
         bucket = tr.start_ns + int(b) * step_ns
         if row_type == "op":
             # Per operation (span name): calls, total duration, errors; entry_* columns carry them.
@@ -114,7 +125,7 @@ def structure_series(ctx: ToolContext, tr: TimeRange, step_ns: int, sample: Samp
         elif row_type == "rid":
             # The first entry span of the service in the bucket (a row id): `versions` reads its resource,
             # a few hundred rows instead of an attribute lookup on every span.
-            series.representatives[int(entry_ns)] = (bucket, str(svc))
+            series.representatives[int(rid)] = (bucket, str(svc))
         else:
             cell = series.cells.setdefault((bucket, str(svc)), Cell())
             cell.add(
@@ -150,12 +161,8 @@ def versions(ctx: ToolContext, series: StructureSeries, services: set[str]) -> d
             bucket, rid = rows[i]
             representatives[rid] = (bucket, svc)
     ver = ctx.dialect.attr('"ResourceAttributes"', "'service.version'")
-    ids = sorted(representatives)
-    _, rows = ctx.db.query(
-        # One point lookup per row, as a UNION: an IN list becomes a semi-join over the whole table (4x slower
-        # at 10M spans). The ids are integers from the store, not user input.
-        " UNION ALL ".join(f"SELECT rowid, {ver} FROM otel_traces WHERE rowid = {int(rid)}" for rid in ids)
-    )
+    # The ids are integers from the store, not user input.
+    _, rows = ctx.db.query(ctx.dialect.rows_by_id(ver, list(representatives)))
     first: dict[tuple[str, str], int] = {}
     for rid, v in rows:
         if v is None:

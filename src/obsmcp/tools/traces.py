@@ -16,6 +16,7 @@ from obsmcp.result import (
     estimate_tokens,
     fingerprint,
     page_start,
+    redactor_for,
     scrub,
     within_budget,
 )
@@ -141,12 +142,15 @@ def _summaries(ctx: ToolContext, ids: list[str], tr: TimeRange) -> list[TraceSum
     # Spans of a trace may start before the window; widen by an hour for the aggregate.
     widened = Where(ctx.dialect).time("Timestamp", tr.start_ns - 3600 * 10**9, tr.end_ns + 3600 * 10**9)
     widened.add(f'"TraceId" IN ({placeholders})', *ids)
+    root = ctx.dialect.arg_min(
+        '"ServiceName" || \' \' || "SpanName"', "CASE WHEN \"ParentSpanId\" = '' THEN 0 ELSE 1 END"
+    )
     _, rows = ctx.db.query(
         f'SELECT "TraceId", {ctx.dialect.epoch_ns("min(" + TS + ")")}, '
         f'max({ctx.dialect.epoch_ns(TS)} + "Duration") - {ctx.dialect.epoch_ns("min(" + TS + ")")}, '
         "count(*), count(*) FILTER (WHERE \"StatusCode\" = 'Error'), "
         f"{ctx.dialect.list_distinct_agg(col('ServiceName'), 12)}, "
-        'arg_min("ServiceName" || \' \' || "SpanName", CASE WHEN "ParentSpanId" = \'\' THEN 0 ELSE 1 END), '
+        f"{root}, "
         'max(CASE WHEN "ParentSpanId" = \'\' THEN "Duration" ELSE 0 END) '
         f'FROM otel_traces WHERE {widened.sql()} GROUP BY "TraceId"',
         widened.params,
@@ -235,13 +239,14 @@ def _load_trace(ctx: ToolContext, tid: str) -> list[Span]:
     )
     if not bounds or bounds[0][0] is None:
         return []
-    lo, hi = int(bounds[0][0]), int(bounds[0][1])
-    where = Where(d).time("Timestamp", lo, hi + 1).add('"TraceId" = ?', tid)
+    # The exporter's lookup table holds whole seconds (DateTime): the last span may be up to 1 s after End.
+    lo, hi = int(bounds[0][0]), int(bounds[0][1]) + 10**9
+    where = Where(d).time("Timestamp", lo, hi).add('"TraceId" = ?', tid)
     _, rows = ctx.db.query(
         f'SELECT "SpanId", "ParentSpanId", "ServiceName", "SpanName", "SpanKind", {d.epoch_ns(TS)}, '
         '"Duration", "StatusCode", "StatusMessage", "SpanAttributes", '
-        f'list_transform("Events.Timestamp", lambda x: {d.epoch_ns("x")}), "Events.Name", "Events.Attributes" '
-        f"FROM otel_traces WHERE {where.sql()}",
+        f'{d.epoch_ns_list(col("Events.Timestamp"))}, "Events.Name", "Events.Attributes" '
+        f'FROM otel_traces WHERE {where.sql()} ORDER BY "Timestamp", "SpanId"',
         where.params,
     )
     spans = []
@@ -272,7 +277,7 @@ def _load_trace(ctx: ToolContext, tid: str) -> list[Span]:
 def _render_trace(
     ctx: ToolContext, tid: str, spans: list[Span], max_spans: int, budget: int
 ) -> tuple[GetTraceResult, str]:
-    redact = ctx.settings.redact_secrets
+    redact = redactor_for(ctx.settings)
     tree = build_tree(spans)
     selft = self_times(tree)
     crit = critical_path(tree)
@@ -309,7 +314,7 @@ def _render_trace(
             parent_id=span.parent_id or None,
             depth=depth,
             service=span.service,
-            operation=span.name,
+            operation=scrub(span.name, redact_secrets=redact, max_chars=200),
             kind=span.kind,
             start_offset_ms=round((span.start_ns - t0) / 1e6, 3),
             duration_ms=round(span.duration_ns / 1e6, 3),
@@ -437,9 +442,10 @@ def _render_trace(
 
 
 def _trace_text(res: GetTraceResult, root: Span) -> str:
+    root_name = scrub(root.name, max_chars=120)  # outside the fence: observed text, so scrubbed and redacted
     head = [
         f"trace {res.trace_id}: {format_duration(res.duration_ms * 1e6)} from {res.start}, {res.span_count} spans, "
-        f"{len(res.services)} services, {res.error_count} error spans. Root: {root.service} {root.name}.",
+        f"{len(res.services)} services, {res.error_count} error spans. Root: {root.service} {root_name}.",
         "columns: [*=critical path] service operation kind duration (self time) status",
     ]
     fence = Fence()
