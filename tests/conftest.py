@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -88,9 +89,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Variables that configure obsmcp besides OBSMCP_*: the vendors' own names for remote backends (and their *_FILE
+# forms), and self-tracing. A developer's real Prometheus or Sentry must not leak into the tests.
+_BACKEND_VARS = re.compile(
+    r"^(PROMETHEUS_(URL|ENDPOINT)|LOKI_URL|TEMPO_URL|JAEGER_ENDPOINT|SENTRY_(AUTH_TOKEN|ORG|URL)|"
+    r"DATADOG_(API|APP)_KEY|DD_(API_KEY|APP_KEY|APPLICATION_KEY|SITE)|OTEL_EXPORTER_OTLP_\w*)(_FILE)?$"
+)
+
+
+# What the test harness itself reads (not obsmcp settings).
+_HARNESS_VARS = ("OBSMCP_SHARED_DATA", "OBSMCP_INSPECTOR")
+
+
+def _is_obsmcp_setting(name: str) -> bool:
+    if name in _HARNESS_VARS:
+        return False
+    return name.startswith("OBSMCP_") or bool(_BACKEND_VARS.match(name))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_developer_settings() -> Iterator[None]:
+    """In-process tests build Settings() from os.environ too: run them without the developer's settings."""
+    saved = {k: v for k, v in os.environ.items() if _is_obsmcp_setting(k)}
+    for k in saved:
+        del os.environ[k]
+    yield
+    os.environ.update(saved)
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The parent environment without OBSMCP_* settings (a developer's own config must not leak in)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OBSMCP_")}
+    """The parent environment without obsmcp's settings (a developer's own config must not leak in)."""
+    env = {k: v for k, v in os.environ.items() if not _is_obsmcp_setting(k)}
     env["PYTHONUNBUFFERED"] = "1"
     # The shared OTLP examples are from 2018: keep them past the default 7-day retention.
     env["OBSMCP_RETENTION_DAYS"] = "36500"

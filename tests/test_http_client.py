@@ -425,6 +425,20 @@ async def test_a_cache_hit_says_how_old_it_is_and_sends_nothing(
     assert len(named(events, "cache_hit", client.name)) == 1 and len(named(events, "cache_miss", client.name)) == 1
 
 
+async def test_response_headers_reach_the_source_also_from_the_cache(
+    server: FaultyBackend, make_client: MakeClient
+) -> None:
+    link = '<https://sentry.io/api/0/x/?cursor=0:100:0>; rel="next"; results="true"; cursor="0:100:0"'
+    server.script("/page", then=Reply(200, {"data": []}, headers={"Link": link, "X-Hits": "250", "Set-Cookie": "s=1"}))
+    client = make_client()
+    fresh = await client.get_json("/page", cache="query")
+    cached = await client.get_json("/page", cache="query")
+    for result in (fresh, cached):
+        assert result.headers["link"] == link and result.headers["x-hits"] == "250"
+        assert "set-cookie" not in result.headers
+    assert cached.cached_age_s is not None and server.count("/page") == 1
+
+
 async def test_cached_answers_expire_after_their_ttl(server: FaultyBackend, make_client: MakeClient) -> None:
     client = make_client(cache=CachePolicy(query_ttl_s=0.5, metadata_ttl_s=60))
     await client.get_json("/q", cache="query")

@@ -169,7 +169,7 @@ async def test_slo_report_through_the_mcp_client(shop: Runtime) -> None:
     svc = r.structured_content["services"][0]
     assert svc["service"] == "checkout-service" and svc["alert"] == "page"
     assert "PAGE checkout-service" in text and "burn 5m 20 30m" in text
-    assert "error_rate = share of ALL" in (tools["slo_report"].description or "")
+    assert "error_rate counts all the service's spans" in (tools["slo_report"].description or "")
 
 
 # -- counted from metrics ----------------------------------------------------------------------------------

@@ -62,14 +62,20 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 # The default set must keep its definitions within TOOL_DEFINITIONS_BUDGET (measured in CI). It is every tool:
 # investigate's next calls name the analysis tools, so leaving them out would send agents to tools they lack.
-DEFAULT_CATEGORIES = ("core", "investigate", "analysis", "charts")
+DEFAULT_CATEGORIES = ("core", "investigate", "analysis", "charts", "backends")
 TOOL_DEFINITIONS_BUDGET = 5000
 # A tool missing from CATEGORIES is served on request only (and tests/test_tool_definitions.py fails).
 UNCATEGORIZED = "analysis"
+# Tools a server has only when remote backends are configured (settings.backends), kept apart from CATEGORIES,
+# which lists the tools every server has. In the default set: they cost no tokens where they do not exist.
+BACKEND_CATEGORIES: dict[str, tuple[str, ...]] = {"backends": ("backend_status",)}
+# Arguments published only when remote backends are configured: (tool, argument).
+REMOTE_ARGUMENTS = (("list_metrics", "backend"), ("query_metrics", "backend"), ("query_metrics", "promql"))
 
 
 def category_of(name: str) -> str:
-    return next((cat for cat, names in CATEGORIES.items() if name in names), UNCATEGORIZED)
+    every = {**CATEGORIES, **BACKEND_CATEGORIES}
+    return next((cat for cat, names in every.items() if name in names), UNCATEGORIZED)
 
 
 def default_tools(names: Iterable[str]) -> list[str]:
@@ -86,13 +92,13 @@ def _expand(words: Iterable[str], names: list[str], setting: str) -> tuple[set[s
             picked.update(names)
         elif word == "default":
             picked.update(default_tools(names))
-        elif word in CATEGORIES:
+        elif word in CATEGORIES or word in BACKEND_CATEGORIES:
             picked.update(n for n in names if category_of(n) == word)
         elif word in names:
             picked.add(word)
             by_name.add(word)
         else:
-            cats = ", ".join([*CATEGORIES, "default", "all"])
+            cats = ", ".join([*CATEGORIES, *BACKEND_CATEGORIES, "default", "all"])
             raise ConfigError(
                 f"{setting}: {word!r} is neither a tool nor a category. Categories: {cats}. "
                 f"Tools: {', '.join(sorted(names))}"
@@ -251,10 +257,28 @@ def compact_tool_definitions(mcp: MCPServer[Any]) -> None:
             tool.annotations = ann.model_copy(update={"destructive_hint": None, "idempotent_hint": None})
 
 
+def unpublish_remote_arguments(mcp: MCPServer[Any]) -> None:
+    """Without remote backends, `backend` and `promql` mean nothing: leave them out of the published
+    definitions (the tools still accept them, and say so when one is used). query_metrics' metric, optional
+    only because promql can replace it, is published as required again."""
+    for tool_name, argument in REMOTE_ARGUMENTS:
+        tool = mcp._tool_manager.get_tool(tool_name)
+        props = tool.parameters.get("properties") if tool is not None else None
+        if tool is None or not isinstance(props, dict):
+            continue
+        props.pop(argument, None)
+        if tool_name == "query_metrics" and "metric" in props:
+            required = tool.parameters.setdefault("required", [])
+            if "metric" not in required:
+                required.insert(0, "metric")
+
+
 def apply_tool_policy(mcp: MCPServer[Any], settings: Settings, *, for_agents: bool) -> list[str]:
     """Select the tools (see select_tools) and compact their definitions; returns the names served."""
     served = select_tools(mcp, settings, for_agents=for_agents)
     compact_tool_definitions(mcp)
+    if not settings.backends:
+        unpublish_remote_arguments(mcp)
     if for_agents:
         log.info("tools_selected", count=len(served), tools=served, writes=settings.enable_writes)
     return served

@@ -19,6 +19,18 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from obsmcp.sources.config import BackendConfig, backends_from_env
+
+# Which variable made an environment-derived backend, for messages about it.
+_ENV_ORIGIN = {
+    "prometheus": "PROMETHEUS_URL",
+    "loki": "LOKI_URL",
+    "tempo": "TEMPO_URL",
+    "jaeger": "JAEGER_ENDPOINT",
+    "sentry": "SENTRY_AUTH_TOKEN/SENTRY_ORG",
+    "datadog": "DATADOG_API_KEY/DATADOG_APP_KEY",
+}
+
 
 class ConfigError(ValueError):
     """Configuration is invalid; the message names the key and the fix."""
@@ -215,6 +227,41 @@ class Settings(BaseSettings):
         description="SLOs as code ([[slos]] tables, or JSON in OBSMCP_SLOS); services without any get defaults",
     )
 
+    backends: list[BackendConfig] = Field(
+        default_factory=list,
+        description="remote backends ([[backends]] tables, or JSON in OBSMCP_BACKENDS), plus those named by "
+        "PROMETHEUS_URL, LOKI_URL, SENTRY_AUTH_TOKEN, DATADOG_API_KEY, ... in the environment",
+    )
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _backends(cls, v: Any) -> Any:
+        """Validate each backend alone so the error names the backend and its field; add the ones the
+        environment names (obsmcp.sources.config.backends_from_env); a name given twice is an error."""
+        if not isinstance(v, list):
+            return v
+        entries: list[tuple[str, Any]] = [(f"[[backends]] #{i + 1}", item) for i, item in enumerate(v)]
+        entries += [(f"the {_ENV_ORIGIN[str(e['kind'])]} environment variable", e) for e in backends_from_env()]
+        out: list[BackendConfig] = []
+        origin: dict[str, str] = {}
+        for where, item in entries:
+            name = (
+                item.name if isinstance(item, BackendConfig) else item.get("name") if isinstance(item, dict) else None
+            )
+            label = f"backend {name!r} ({where})" if name else f"backend {where} (no name)"
+            try:
+                backend = item if isinstance(item, BackendConfig) else BackendConfig.model_validate(item)
+            except ValidationError as e:
+                raise ValueError(f"{label}: {_explain_model(e, BackendConfig)}") from None
+            if backend.name in origin:
+                raise ValueError(
+                    f"backend name {backend.name!r} is given twice, by {origin[backend.name]} and by {where}: "
+                    "give each backend its own name (name = ...), or drop one"
+                )
+            origin[backend.name] = where
+            out.append(backend)
+        return out
+
     slo_alert_min_bad_events: int = Field(
         10,
         ge=0,
@@ -372,11 +419,15 @@ def _settings_class(config_file: Path | None) -> type[Settings]:
 
 
 def _explain_slo(err: ValidationError) -> str:
+    return _explain_model(err, SLOConfig)
+
+
+def _explain_model(err: ValidationError, model: type[BaseModel]) -> str:
     parts = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            parts.append(f"unknown field {field!r} (valid fields: {', '.join(SLOConfig.model_fields)})")
+            parts.append(f"unknown field {field!r} (valid fields: {', '.join(model.model_fields)})")
         elif e["type"] == "missing":
             parts.append(f"field {field!r} is required")
         else:
@@ -393,6 +444,10 @@ def _explain(err: ValidationError) -> str:
             # The SLO validator's message already names the SLO and its field.
             msg = str(e["msg"]).removeprefix("Value error, ")
             parts.append(f"slos (the config file's [[slos]] tables or OBSMCP_SLOS as JSON): {msg}")
+            continue
+        if key == "backends":
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            parts.append(f"backends (the config file's [[backends]] tables or OBSMCP_BACKENDS as JSON): {msg}")
             continue
         env = f"OBSMCP_{key.upper()}"
         if e["type"] == "extra_forbidden":

@@ -611,6 +611,9 @@ def _custom(rx: re.Pattern[str]) -> Finder:
     return find
 
 
+SHORT_TEXT = 256  # strings up to this length have their findings cached
+
+
 class Redactor:
     """Replaces secrets in text with `[REDACTED:<kind>]`.
 
@@ -626,11 +629,19 @@ class Redactor:
         self.disabled = frozenset(off)
         self.detectors = [d for d in DETECTORS if d.kind not in off]
         self.detectors += [Detector(CUSTOM_KIND, _custom(compile_pattern(p))) for p in patterns]
+        # Short strings repeat across answers (service, span and route names, attribute values): remember what
+        # was found in them, so a label seen a thousand times is scanned once (thread-safe: lru_cache locks).
+        self._short = lru_cache(maxsize=16384)(self._scan)
 
     def findings(self, text: str) -> list[Finding]:
         """The merged secret spans in text, left to right."""
         if not text:
             return []
+        if len(text) <= SHORT_TEXT:
+            return list(self._short(text))
+        return list(self._scan(text))
+
+    def _scan(self, text: str) -> tuple[Finding, ...]:
         low = text.lower()
         found: list[Finding] = []
         for det in self.detectors:
@@ -638,7 +649,7 @@ class Redactor:
                 continue
             found.extend(Finding(s, e, det.kind) for s, e in det.find(text) if e > s)
         if len(found) < 2:
-            return found
+            return tuple(found)
         found.sort(key=lambda f: (f.start, -f.end))
         merged = [found[0]]
         for f in found[1:]:
@@ -648,7 +659,7 @@ class Redactor:
                     merged[-1] = Finding(last.start, f.end, last.kind)
             else:
                 merged.append(f)
-        return merged
+        return tuple(merged)
 
     def redact(self, text: str) -> str:
         found = self.findings(text)

@@ -92,10 +92,14 @@ class Runtime:
             settings.otlp_max_body_bytes,
             max_memory_bytes=int(settings.ingest_memory_max_mb * 1024**2),
         )
-        ctx = ToolContext(db, settings)
         try:
-            mcp = build_server(ctx, auth=auth, for_agents=for_agents)
-        except ConfigError:
+            ctx = ToolContext(db, settings)  # builds the remote sources: bad backend configuration fails here
+            try:
+                mcp = build_server(ctx, auth=auth, for_agents=for_agents)
+            except BaseException:
+                ctx.sources.close()
+                raise
+        except BaseException:
             receiver.close()
             writer.close()
             db.close()
@@ -106,6 +110,8 @@ class Runtime:
         self.receiver.close()
         self.writer.close()
         self.db.close()
+        # Backend clients are process-wide: an open circuit must not outlive this runtime in /health.
+        self.ctx.sources.close()
         owner = self.settings.data_dir / OWNER_FILE
         with contextlib.suppress(OSError, ValueError):
             if json.loads(owner.read_text()).get("pid") == os.getpid():

@@ -27,11 +27,14 @@ from pydantic import BaseModel, Field
 
 from obsmcp import __version__, access, telemetry
 from obsmcp.auth import AuthSetup
+from obsmcp.http import BackendError
 from obsmcp.redaction import Redactor, redactor_for
 from obsmcp.result import CursorError, tool_result
+from obsmcp.sources.base import SourceError
 from obsmcp.store.database import QueryTimeoutError, StoreError
 from obsmcp.timerange import TimeRangeError
 from obsmcp.tools import anomalies as anomalies_tool
+from obsmcp.tools import backends as backends_tool
 from obsmcp.tools import bottlenecks as bottlenecks_tool
 from obsmcp.tools import charts as charts_tool
 from obsmcp.tools import errors as errors_tool
@@ -70,6 +73,8 @@ End = Annotated[str | None, Field(description='range end: "now" (default), "now-
 Service = Annotated[str | None, Field(description='service name; partial names resolve ("auth" -> "auth-service")')]
 MaxTokens = Annotated[int | None, Field(description="answer budget in tokens (default ~2000, capped by the server)")]
 Attrs = Annotated[dict[str, str] | None, Field(description='attribute equality filters, e.g. {"http.route": "/cart"}')]
+# Published only when remote backends are configured (obsmcp.access.REMOTE_ARGUMENTS).
+Backend = Annotated[str | None, Field(description='a backend_status name, or "store"')]
 
 _USER_ERRORS = (ToolInputError, TimeRangeError, CursorError, LookupError, QueryTimeoutError)
 
@@ -167,6 +172,13 @@ async def _run(name: str, fn: Callable[[], tuple[BaseModel, str]], redactor: Red
         outcome = "bad_request"
         message = str(e)
         size = len(message)
+        raise ToolError(message) from None
+    except (SourceError, BackendError) as e:
+        # A remote backend failed or refused: its message already says which backend, why, and what to do.
+        outcome = "error"
+        message = f"{name} failed: {e}"
+        size = len(message)
+        log.info("tool_backend_error", tool=name, error=str(e)[:300])
         raise ToolError(message) from None
     except (StoreError, duckdb.Error) as e:
         outcome = "error"
@@ -320,14 +332,15 @@ def build_server(ctx: ToolContext, *, auth: AuthSetup | None = None, for_agents:
         filter: Annotated[str | None, Field(description="substring of the metric name")] = None,
         service: Service = None,
         max_tokens: MaxTokens = None,
+        backend: Backend = None,
     ) -> Annotated[CallToolResult, metrics_tool.ListMetricsResult]:
         """Metric names with type (gauge, sum, histogram, exponential_histogram, summary), unit, services
         and attribute keys."""
-        return await run("list_metrics", lambda: metrics_tool.list_metrics(ctx, filter, service, max_tokens))
+        return await run("list_metrics", lambda: metrics_tool.list_metrics(ctx, filter, service, max_tokens, backend))
 
     @mcp.tool(annotations=READ_ONLY)
     async def query_metrics(
-        metric: Annotated[str, Field(description="metric name from list_metrics")],
+        metric: Annotated[str | None, Field(description="metric name from list_metrics")] = None,
         service: Service = None,
         attributes: Attrs = None,
         aggregation: Annotated[
@@ -342,13 +355,15 @@ def build_server(ctx: ToolContext, *, auth: AuthSetup | None = None, for_agents:
         end: End = None,
         step: Annotated[str | None, Field(description='bucket width like "1m"; default fits ~60 points')] = None,
         max_tokens: MaxTokens = None,
+        backend: Backend = None,
+        promql: Annotated[str | None, Field(description="PromQL to run instead of metric")] = None,
     ) -> Annotated[CallToolResult, metrics_tool.QueryMetricsResult]:
         """A metric as time series: one series per group_by value, each with min/max/last and its trend.
         Counters give per-second rates (resets handled); histograms give percentiles from their buckets."""
         return await run(
             "query_metrics",
             lambda: metrics_tool.query_metrics(
-                ctx, metric, service, attributes, aggregation, group_by, start, end, step, max_tokens
+                ctx, metric, service, attributes, aggregation, group_by, start, end, step, max_tokens, backend, promql
             ),
         )
 
@@ -519,6 +534,15 @@ def build_server(ctx: ToolContext, *, auth: AuthSetup | None = None, for_agents:
 
         result = await run("render_chart", draw)
         return charts_tool.image_result(result, png[0])
+
+    if ctx.sources:
+
+        @mcp.tool(annotations=READ_ONLY)
+        async def backend_status(
+            backend: str | None = None,
+        ) -> Annotated[CallToolResult, backends_tool.BackendStatusResult]:
+            """Remote backends: health probe, circuit state, recent latency and error rate."""
+            return await run("backend_status", lambda: backends_tool.backend_status(ctx, backend))
 
     @mcp.resource("obsmcp://schema", name="schema", description="DDL of the telemetry tables", mime_type="text/plain")
     def schema_resource() -> str:

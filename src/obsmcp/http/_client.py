@@ -256,10 +256,10 @@ class BackendClient:
         return await LOOP.run(self._on_loop(req))
 
     def _cache_hit(self, req: Request, hit: tuple[Any, float]) -> JsonResult:
-        (data, status), age = hit
+        (data, status, headers), age = hit
         self._hits.inc()
         log.debug("cache_hit", backend=self.name, path=req.display, age_s=round(age, 1))
-        return JsonResult(data, status, cached_age_s=age)
+        return JsonResult(data, status, cached_age_s=age, headers=headers)
 
     async def _on_loop(self, req: Request) -> JsonResult:
         if not req.idempotent:
@@ -268,8 +268,8 @@ class BackendClient:
         if task is None:
             if req.ttl_s > 0 and (hit := self._cache.get(req.key)) is not None:
                 # Filled while this request was on its way to the loop (already counted as a miss).
-                (data, status), age = hit
-                return JsonResult(data, status, cached_age_s=age)
+                (data, status, headers), age = hit
+                return JsonResult(data, status, cached_age_s=age, headers=headers)
             task = asyncio.get_running_loop().create_task(self._fetch(req))
             self._inflight[req.key] = task
             task.add_done_callback(partial(self._forget_inflight, req.key))
@@ -285,7 +285,7 @@ class BackendClient:
     async def _fetch(self, req: Request) -> JsonResult:
         result = await self._send(req)
         if req.ttl_s > 0:
-            self._cache.put(req.key, (result.data, result.status), req.ttl_s)
+            self._cache.put(req.key, (result.data, result.status, result.headers), req.ttl_s)
         return result
 
     async def _send(self, req: Request) -> JsonResult:

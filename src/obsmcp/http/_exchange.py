@@ -9,7 +9,7 @@ import email.utils
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,8 @@ class JsonResult:
     data: Any
     status: int
     cached_age_s: float | None = None
+    # Response headers, lowercased names (paging: Link, X-Hits; rate limits). Set-Cookie is left out.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def freshness(self) -> str | None:
@@ -127,13 +129,14 @@ async def exchange(http: httpx.AsyncClient, config: BackendClientConfig, req: Re
         await response.aclose()
     if response.status_code >= 300:
         raise _http_error(config, req, response, body, ctx)
+    headers = {k.lower(): v for k, v in response.headers.items() if k.lower() != "set-cookie"}
     if response.status_code == 204:
-        return JsonResult(None, 204)
+        return JsonResult(None, 204, headers=headers)
     try:
         data = json.loads(body)
     except ValueError as exc:
         raise _bad_json(config, req, response, body, exc, ctx) from None
-    return JsonResult(data, response.status_code)
+    return JsonResult(data, response.status_code, headers=headers)
 
 
 def _timeout(

@@ -7,16 +7,22 @@ everything else (a second MCP client's stdio server, the CLI) goes through that 
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import re
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
+import structlog
 
 from obsmcp.store import schema
 from obsmcp.store.dialect import DUCKDB, Dialect
+
+log = structlog.get_logger("obsmcp.store")
 
 
 class StoreError(RuntimeError):
@@ -76,6 +82,60 @@ _WRITE_WORDS = re.compile(
 _LITERALS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
+class Watchdog:
+    """Calls a function when its deadline passes, unless disarmed first: one thread for every query's time limit.
+
+    A threading.Timer per query starts and joins a thread each time (~0.2 ms, a large share of a cheap tool
+    call); here arming and disarming are a heap push and a set update under a lock.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._live: set[int] = set()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, fire: Callable[[], None]) -> int:
+        with self._cond:
+            ticket = next(self._ids)
+            heapq.heappush(self._heap, (time.monotonic() + seconds, ticket, fire))
+            self._live.add(ticket)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name="obsmcp-query-watchdog", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == ticket:
+                self._cond.notify()  # the new deadline is the nearest one
+            return ticket
+
+    def disarm(self, ticket: int) -> None:
+        with self._cond:
+            self._live.discard(ticket)
+
+    def _main(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)  # disarmed: drop lazily
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, ticket, fire = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                self._live.discard(ticket)
+            try:
+                fire()
+            except Exception as e:  # the query ended as its deadline passed: its cursor may be closed already
+                log.debug("query_watchdog_fire_failed", error=str(e))
+
+
+WATCHDOG = Watchdog()
+
+
 class Database:
     """A DuckDB file (or in-memory database when path is None) in the exporter's schema."""
 
@@ -131,8 +191,7 @@ class Database:
         """Run one read query on a fresh cursor with a time limit; returns (column names, rows)."""
         cur = self.cursor()
         limit = self.query_timeout_s if timeout_s is None else timeout_s
-        timer = threading.Timer(limit, cur.interrupt)
-        timer.start()
+        timer = WATCHDOG.arm(limit, cur.interrupt)
         try:
             res = cur.execute(sql, list(params) if params else [])
             names = [d[0] for d in res.description] if res.description else []
@@ -142,7 +201,7 @@ class Database:
                 f"the query ran longer than {limit:.0f}s and was stopped: narrow the time range or add filters"
             ) from None
         finally:
-            timer.cancel()
+            WATCHDOG.disarm(timer)
             cur.close()
         return names, rows
 

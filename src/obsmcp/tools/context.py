@@ -8,6 +8,7 @@ from typing import Any
 
 from obsmcp.config import Settings
 from obsmcp.resolve import resolve_service
+from obsmcp.sources.registry import SourceRegistry
 from obsmcp.store.database import Store
 from obsmcp.store.dialect import Dialect
 from obsmcp.timerange import TimeRange
@@ -37,6 +38,12 @@ class ToolContext:
     db: Store
     settings: Settings
     _services_cache: dict[str, Any] = field(default_factory=dict)
+    # The remote backends (settings.backends) as sources; built here so bad configuration fails at start.
+    sources: SourceRegistry = field(default_factory=SourceRegistry)
+
+    def __post_init__(self) -> None:
+        if not self.sources and self.settings.backends:
+            self.sources = SourceRegistry.from_settings(self.settings)
 
     @property
     def dialect(self) -> Dialect:

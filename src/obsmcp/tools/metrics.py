@@ -10,9 +10,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from obsmcp.result import ListResult, estimate_tokens, within_budget
+from obsmcp.sources.base import MetricQuery, MetricSource
 from obsmcp.store.schema import METRIC_TABLES, attributes_dict
 from obsmcp.store.where import Where, col
-from obsmcp.timerange import TimeRange, format_ns, resolve_range
+from obsmcp.timerange import TimeRange, format_ns, parse_duration, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
 
 AGGREGATIONS = ("avg", "sum", "min", "max", "rate", "increase", "p50", "p90", "p95", "p99", "count")
@@ -33,8 +34,15 @@ class ListMetricsResult(ListResult):
 
 
 def list_metrics(
-    ctx: ToolContext, filter: str | None = None, service: str | None = None, max_tokens: int | None = None
+    ctx: ToolContext,
+    filter: str | None = None,
+    service: str | None = None,
+    max_tokens: int | None = None,
+    backend: str | None = None,
 ) -> tuple[ListMetricsResult, str]:
+    source, routing = metric_source(ctx, backend)
+    if source is not None:
+        return _remote_list_metrics(ctx, source, routing, filter, service, max_tokens)
     svc = ctx.resolve(service)
     infos: list[MetricInfo] = []
     d = ctx.dialect
@@ -83,6 +91,117 @@ def list_metrics(
     return res, "\n".join([head, *lines, *notes])
 
 
+# -- remote metric sources (obsmcp.sources): the same answers, fetched from a backend ---------------------
+
+
+def metric_source(ctx: ToolContext, backend: str | None) -> tuple[MetricSource | None, list[str]]:
+    """The remote source that answers metrics (None: the store) and notes on the routing.
+
+    Routing is configuration: `backend` names one (or "store"); without it the first backend configured for
+    metrics answers (obsmcp.sources.registry), and the store when none is."""
+    sources = ctx.sources.for_signal("metrics", backend)
+    if not sources:
+        return None, []
+    source = sources[0]
+    if not isinstance(source, MetricSource):
+        raise ToolInputError(f"backend {source.name!r} ({source.kind}) cannot answer metric queries")
+    notes = [f"answered by backend {source.name} ({source.kind})"]
+    others = [s.name for s in sources[1:]]
+    if others and not backend:
+        notes[0] += f"; also serving metrics: {', '.join(others)}, 'store' (pass backend= to ask one)"
+    return source, notes
+
+
+def _remote_list_metrics(
+    ctx: ToolContext,
+    source: MetricSource,
+    routing: list[str],
+    filter: str | None,
+    service: str | None,
+    max_tokens: int | None,
+) -> tuple[ListMetricsResult, str]:
+    tr = resolve_range(None, None)
+    svc = ctx.sources.resolve(source, service, tr.start_ns, tr.end_ns)
+    page = ctx.sources.call(source.list_metrics(filter, svc), ctx.sources.timeout_for(source))
+    infos = page.metrics
+    budget = ctx.budget(max_tokens)
+    kept = within_budget(infos, lambda m: estimate_tokens(_metric_line(m)), budget, 60)
+    notes = [*routing, *page.notes]
+    if page.freshness:
+        notes.append(page.freshness)
+    if len(kept) < len(infos):
+        notes.append(f"{len(infos) - len(kept)} more metrics not shown: narrow with filter= or service=")
+    res = ListMetricsResult(
+        total=len(infos), returned=len(kept), truncated=len(kept) < len(infos), notes=notes, metrics=kept
+    )
+    head = (
+        f"list_metrics: {len(infos)} metrics from backend {source.name}"
+        + (f" for {svc}" if svc else "")
+        + (f" matching {filter!r}" if filter else "")
+    )
+    lines = [_metric_line(m) for m in kept]
+    if not infos:
+        lines.append("no metrics found" + (": loosen the filter" if filter or svc else ""))
+    return res, "\n".join([head, *lines, *notes])
+
+
+def _remote_query_metrics(
+    ctx: ToolContext,
+    source: MetricSource,
+    routing: list[str],
+    metric: str | None,
+    promql: str | None,
+    service: str | None,
+    attributes: dict[str, str] | None,
+    aggregation: str | None,
+    group_by: list[str] | None,
+    tr: TimeRange,
+    step_s: int,
+    max_tokens: int | None,
+) -> tuple[QueryMetricsResult, str]:
+    agg = (aggregation or "").strip().lower()
+    if agg and agg not in AGGREGATIONS:
+        raise ToolInputError(f"aggregation={aggregation!r} is unknown: use one of {', '.join(AGGREGATIONS)}")
+    if promql and promql.strip():
+        svc, query = None, MetricQuery(tr.start_ns, tr.end_ns, raw=promql, step_s=step_s)
+    elif metric and metric.strip():
+        svc = ctx.sources.resolve(source, service, tr.start_ns, tr.end_ns)
+        query = MetricQuery(
+            tr.start_ns,
+            tr.end_ns,
+            name=metric.strip(),
+            service=svc,
+            # No aggregation: Prometheus picks by the metric's type (counter rate, histogram p95, gauge avg);
+            # MetricQuery's documented default, avg, for the others.
+            aggregation=agg or ("" if source.kind == "prometheus" else "avg"),
+            step_s=step_s,
+            group_by=tuple(g.strip() for g in (group_by or []) if g.strip()),
+            attributes=dict(attributes or {}),
+        )
+    else:
+        raise ToolInputError("query_metrics needs metric= (a name from list_metrics) or promql=")
+    page = ctx.sources.call(source.query_metrics(query), ctx.sources.timeout_for(source))
+    label = metric.strip() if metric and not (promql and promql.strip()) else "promql"
+    notes = [*routing]
+    if page.query:
+        notes.append(f"query: {page.query}")
+    notes.extend(page.notes)
+    if page.freshness:
+        notes.append(page.freshness)
+    return _budgeted_series(
+        ctx,
+        label,
+        f"backend {source.name}",
+        "",
+        agg or "default",
+        page.step_s or step_s,
+        tr,
+        page.series,
+        notes,
+        max_tokens,
+    )
+
+
 def _metric_line(m: MetricInfo) -> str:
     unit = f" [{m.unit}]" if m.unit else ""
     return f"{m.name} ({m.type}){unit} services={','.join(m.services)} attrs={','.join(m.attribute_keys)}"
@@ -105,6 +224,20 @@ class Series(BaseModel):
     trend: str
 
 
+def summarize_series(labels: dict[str, str], times: list[str], values: list[float | None]) -> Series:
+    """One series from its per-step values (None = no data): rounded points, min/max/last and the trend."""
+    points = [SeriesPoint(t=t, v=_round(v)) for t, v in zip(times, values, strict=True)]
+    vals = [p.v for p in points if p.v is not None]
+    return Series(
+        labels=labels,
+        points=points,
+        min=min(vals) if vals else None,
+        max=max(vals) if vals else None,
+        last=vals[-1] if vals else None,
+        trend=_trend(vals),
+    )
+
+
 class QueryMetricsResult(ListResult):
     metric: str
     type: str
@@ -117,7 +250,7 @@ class QueryMetricsResult(ListResult):
 
 def query_metrics(
     ctx: ToolContext,
-    metric: str,
+    metric: str | None,
     service: str | None = None,
     attributes: dict[str, str] | None = None,
     aggregation: str | None = None,
@@ -126,9 +259,23 @@ def query_metrics(
     end: str | None = None,
     step: str | None = None,
     max_tokens: int | None = None,
+    backend: str | None = None,
+    promql: str | None = None,
 ) -> tuple[QueryMetricsResult, str]:
-    from obsmcp.timerange import parse_duration
-
+    source, routing = metric_source(ctx, backend)
+    if source is None and promql:
+        raise ToolInputError(
+            "promql needs a Prometheus backend: pass backend= (one of "
+            f"{', '.join(ctx.sources.names()) or 'none configured'}); for the store, use metric="
+        )
+    if source is not None:
+        tr = resolve_range(start, end)
+        return _remote_query_metrics(
+            ctx, source, routing, metric, promql, service, attributes, aggregation, group_by, tr,
+            _step_seconds(step, tr), max_tokens,
+        )  # fmt: skip
+    if not metric or not metric.strip():
+        raise ToolInputError("query_metrics needs metric=: a name from list_metrics")
     svc = ctx.resolve(service)
     tr = resolve_range(start, end)
     mtype, unit = _find_metric(ctx, metric, svc)
@@ -143,14 +290,8 @@ def query_metrics(
     if agg in ("rate", "increase") and mtype not in ("sum", "histogram", "exponential_histogram", "summary"):
         raise ToolInputError(f"{agg} applies to counters; {metric} is a {mtype}: use avg, min or max")
 
-    budget = ctx.budget(max_tokens)
     group_keys = [g.strip() for g in (group_by or []) if g.strip()]
-    if step:
-        step_s = max(1, parse_duration(step) // 10**9)
-    else:
-        # About 60 points per series, on a round step.
-        wanted = tr.duration_ns / 10**9 / 60
-        step_s = next((s for s in _STEPS_S if s >= wanted), _STEPS_S[-1])
+    step_s = _step_seconds(step, tr)
     n_buckets = math.ceil(tr.duration_ns / 10**9 / step_s)
     notes: list[str] = []
     if n_buckets > 2000:
@@ -176,7 +317,31 @@ def query_metrics(
             )
         )
 
+    return _budgeted_series(ctx, metric, mtype, unit, agg, step_s, tr, series, notes, max_tokens)
+
+
+def _step_seconds(step: str | None, tr: TimeRange) -> int:
+    if step:
+        return max(1, parse_duration(step) // 10**9)
+    # About 60 points per series, on a round step.
+    wanted = tr.duration_ns / 10**9 / 60
+    return next((s for s in _STEPS_S if s >= wanted), _STEPS_S[-1])
+
+
+def _budgeted_series(
+    ctx: ToolContext,
+    metric: str,
+    mtype: str,
+    unit: str,
+    agg: str,
+    step_s: int,
+    tr: TimeRange,
+    series: list[Series],
+    notes: list[str],
+    max_tokens: int | None,
+) -> tuple[QueryMetricsResult, str]:
     # Budget: degrade points -> summaries only -> fewer series.
+    budget = ctx.budget(max_tokens)
     total_series = len(series)
     text = _render_metrics(metric, mtype, unit, agg, step_s, tr.describe(), series, with_points=True)
     if estimate_tokens(text) > budget:
