@@ -263,6 +263,23 @@ async def test_a_retry_after_beyond_the_cap_is_returned_not_waited_for(
     assert f"{client.name} rate-limited obsmcp (429) on GET /q: retry in 120 s" in str(err.value)
 
 
+async def test_a_429_without_retry_after_waits_for_datadogs_rate_limit_reset(
+    server: FaultyBackend, make_client: MakeClient
+) -> None:
+    # Datadog's 429 carries X-RateLimit-Reset (seconds until the period resets) and no Retry-After.
+    client = make_client()
+    await client.get_json("/warm")
+    server.script("/q", Reply(429, headers={"X-RateLimit-Reset": "1"}), then=Reply(200, {"ok": 1}))
+    assert (await client.get_json("/q")).data == {"ok": 1}
+    first, second = server.arrivals("/q")
+    assert second - first >= 0.7  # 1 s asked; the policy's own backoff would be <= 20 ms
+    server.script("/late", then=Reply(429, {"errors": ["Too many requests"]}, headers={"X-RateLimit-Reset": "45"}))
+    with pytest.raises(BackendRateLimited) as err:
+        await client.get_json("/late")
+    assert server.count("/late") == 1  # beyond the 5 s cap: reported, not waited for
+    assert err.value.retry_after_s == 45 and "retry in 45 s" in str(err.value)
+
+
 async def test_a_body_cut_short_is_retried_once(server: FaultyBackend, make_client: MakeClient) -> None:
     big = {"data": ["x" * 50] * 20}
     server.script("/once", Reply(fault="truncate", body=big), then=Reply(200, big))

@@ -393,3 +393,21 @@ def test_slo_events_count_good_requests_from_the_histogram(served: Served, proms
     assert total == pytest.approx(11 * 3600, rel=1e-3)
     assert events("latency", 250)[0] == pytest.approx(8 * 3600, rel=1e-3)  # a bucket bound: exact
     assert events("latency", 300)[0] == pytest.approx(8.2 * 3600, rel=1e-3)  # 1/5 into (0.25, 0.5]
+
+
+def test_list_services_shows_red_figures_from_prometheus_for_services_the_store_lacks(
+    served: Served, proms: dict[str, Any]
+) -> None:
+    from obsmcp.tools.services import list_services
+
+    start, end = window(proms)
+    res, text = list_services(served.rt.ctx, iso(start), iso(end))
+    rows = {s.service: s for s in res.services}
+    checkout = rows["checkout-service"]  # known only to Prometheus: the store is empty
+    assert checkout.backends == {"prod": "checkout-service"}
+    assert checkout.red_from == "prod (http_server_request_duration_seconds)"
+    assert checkout.request_rate_per_s == pytest.approx(11.0)
+    assert checkout.error_rate == pytest.approx(1 / 11, abs=1e-4)
+    assert checkout.p95_ms == pytest.approx(862.5)
+    line = next(line for line in text.splitlines() if line.startswith("checkout-service:"))
+    assert "from prod (http_server_request_duration_seconds), not in obsmcp's store" in line, line

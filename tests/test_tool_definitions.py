@@ -43,6 +43,21 @@ async def test_default_tool_set_definitions_fit_the_token_budget(tmp_path: Path)
     assert {t.name for t in every} == TOOL_NAMES
 
 
+@pytest.mark.anyio
+async def test_definitions_fit_the_budget_with_a_backend_of_every_signal_configured(tmp_path: Path) -> None:
+    # Backends publish `backend` (and `promql`) arguments and the backend_status tool: still within budget.
+    backends = [
+        {"name": "dd", "kind": "datadog", "api_key": "a" * 32, "app_key": "b" * 40},
+        {"name": "sentry", "kind": "sentry", "org": "acme", "token": "t" * 24},
+        {"name": "prom", "kind": "prometheus", "url": "http://127.0.0.1:9"},
+    ]
+    tools = await listed_tools(tmp_path, backends=backends)
+    cost = definitions_tokens(tools)
+    print(f"\ntool definitions with datadog + sentry + prometheus configured: {len(tools)} tools = {cost} tokens")
+    assert "backend_status" in {t.name for t in tools}
+    assert cost <= TOOL_DEFINITIONS_BUDGET
+
+
 def test_every_tool_belongs_to_a_category() -> None:
     categorized = [name for names in CATEGORIES.values() for name in names]
     assert sorted(categorized) == sorted(set(categorized)), "a tool is in two categories"

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from obsmcp import metrics
 from obsmcp.config import ConfigError, Settings
 from obsmcp.result import redact
+from obsmcp.sources.config import SIGNALS_BY_KIND
 
 log = structlog.get_logger("obsmcp.access")
 
@@ -69,8 +70,18 @@ UNCATEGORIZED = "analysis"
 # Tools a server has only when remote backends are configured (settings.backends), kept apart from CATEGORIES,
 # which lists the tools every server has. In the default set: they cost no tokens where they do not exist.
 BACKEND_CATEGORIES: dict[str, tuple[str, ...]] = {"backends": ("backend_status",)}
-# Arguments published only when remote backends are configured: (tool, argument).
-REMOTE_ARGUMENTS = (("list_metrics", "backend"), ("query_metrics", "backend"), ("query_metrics", "promql"))
+# Arguments published only when a configured remote backend can answer the tool's signal:
+# (tool, argument, signal).
+REMOTE_ARGUMENTS = (
+    ("list_metrics", "backend", "metrics"),
+    ("query_metrics", "backend", "metrics"),
+    ("query_metrics", "promql", "metrics"),
+    ("search_logs", "backend", "logs"),
+    ("search_traces", "backend", "traces"),
+    ("get_trace", "backend", "traces"),
+    ("find_errors", "backend", "errors"),
+    ("get_error_details", "backend", "errors"),
+)
 
 
 def category_of(name: str) -> str:
@@ -221,8 +232,8 @@ def compact_description(text: str) -> str:
 
 
 # Arguments every tool shares, described once in the server instructions (server.INSTRUCTIONS) instead of in
-# each of the 16 definitions (~1,000 tokens).
-SHARED_ARGUMENTS = ("start", "end", "service", "max_tokens", "cursor")
+# each of the 16 definitions (~1,000 tokens); `backend` in server.BACKEND_INSTRUCTIONS, sent with backends only.
+SHARED_ARGUMENTS = ("start", "end", "service", "max_tokens", "cursor", "backend")
 
 
 def _publish_arguments(schema: Any) -> Any:
@@ -257,11 +268,15 @@ def compact_tool_definitions(mcp: MCPServer[Any]) -> None:
             tool.annotations = ann.model_copy(update={"destructive_hint": None, "idempotent_hint": None})
 
 
-def unpublish_remote_arguments(mcp: MCPServer[Any]) -> None:
-    """Without remote backends, `backend` and `promql` mean nothing: leave them out of the published
-    definitions (the tools still accept them, and say so when one is used). query_metrics' metric, optional
-    only because promql can replace it, is published as required again."""
-    for tool_name, argument in REMOTE_ARGUMENTS:
+def unpublish_remote_arguments(mcp: MCPServer[Any], served: Iterable[str] = ()) -> None:
+    """Where no configured backend serves a tool's signal (`served`: the signals the backends' kinds serve),
+    `backend` and `promql` mean nothing: leave them out of the published definitions (the tools still accept
+    them, and say so when one is used). query_metrics' metric, optional only because promql can replace it,
+    is published as required again."""
+    signals = set(served)
+    for tool_name, argument, signal in REMOTE_ARGUMENTS:
+        if signal in signals:
+            continue
         tool = mcp._tool_manager.get_tool(tool_name)
         props = tool.parameters.get("properties") if tool is not None else None
         if tool is None or not isinstance(props, dict):
@@ -277,11 +292,21 @@ def apply_tool_policy(mcp: MCPServer[Any], settings: Settings, *, for_agents: bo
     """Select the tools (see select_tools) and compact their definitions; returns the names served."""
     served = select_tools(mcp, settings, for_agents=for_agents)
     compact_tool_definitions(mcp)
-    if not settings.backends:
-        unpublish_remote_arguments(mcp)
+    unpublish_remote_arguments(mcp, {s for cfg in settings.backends for s in SIGNALS_BY_KIND[cfg.kind]})
+    _mark_open_world(mcp)
     if for_agents:
         log.info("tools_selected", count=len(served), tools=served, writes=settings.enable_writes)
     return served
+
+
+def _mark_open_world(mcp: MCPServer[Any]) -> None:
+    """Tools that may ask a remote backend (they publish `backend`, or report on backends) reach beyond obsmcp:
+    MCP's openWorldHint, whose default is true, so the hint is left out rather than claimed false."""
+    for tool in mcp._tool_manager.list_tools():
+        props = tool.parameters.get("properties") if isinstance(tool.parameters, dict) else None
+        remote = tool.name == "backend_status" or (isinstance(props, dict) and "backend" in props)
+        if remote and tool.annotations is not None:
+            tool.annotations = tool.annotations.model_copy(update={"open_world_hint": None})
 
 
 def definitions_tokens(tools: list[Any]) -> int:

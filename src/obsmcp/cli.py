@@ -564,6 +564,52 @@ async def _call_tool(
 
 
 @app.command()
+def validate(
+    service: Annotated[
+        str | None, typer.Option("--service", help="pass this service to the tools that take one (partial resolves)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show the start of each answer")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='print [{"tool", "backend", "status", "duration_ms", "error"}, ...]')
+    ] = False,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Call every tool against the store and every configured backend: one PASS/FAIL/SKIP line per tool and
+    backend, with its duration. Exit 0 when nothing failed, 1 when a check failed, 2 on bad configuration.
+
+    Example (CI, or "does my setup work?"): obsmcp validate --config obsmcp.toml --service checkout
+    """
+    from obsmcp import runtime
+    from obsmcp import validate as validation
+
+    configure_logging("console", level="warning")
+    settings = _settings(config, data_dir=data_dir)
+    try:
+        report = asyncio.run(_validate(settings, service))
+    except (ConfigError, runtime.StoreError) as e:  # backends are built, and the store opened, here
+        raise _fail(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps([c.to_json() for c in report.checks], indent=2))
+    else:
+        typer.echo(validation.render(report, verbose=verbose))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+async def _validate(settings: Settings, service: str | None) -> Any:
+    from mcp import Client
+
+    from obsmcp import validate as validation
+
+    with _mcp_target(settings) as target:
+        async with Client(target) as client:
+            listed = await client.list_tools()
+            tools = {t.name: t.input_schema for t in listed.tools}
+            return await validation.validate(client, tools, validation.targets(settings), service)
+
+
+@app.command()
 def patterns(
     file: Annotated[str, typer.Argument(help="log file, one message per line; - reads stdin")],
     csv_out: Annotated[

@@ -31,7 +31,7 @@ from starlette.routing import Route
 from obsmcp import __version__, telemetry
 from obsmcp.access import BodyCap
 from obsmcp.auth import AuthSetup, HostPolicy, HTTPGuard, build_auth
-from obsmcp.config import ConfigError, Settings
+from obsmcp.config import Settings
 from obsmcp.ingest.http import otlp_routes
 from obsmcp.ingest.receiver import Receiver
 from obsmcp.server import build_server

@@ -167,6 +167,9 @@ def _http_error(
     status = response.status_code
     quoted = excerpt(body, req.secrets)
     after = _retry_after_s(response.headers.get("retry-after"))
+    if status == 429 and after is None:
+        # Datadog answers 429 without Retry-After; its X-RateLimit-Reset says when the limit resets.
+        after = _rate_limit_reset_s(response.headers.get("x-ratelimit-reset"))
     if status == 429:
         when = f"retry in {math.ceil(after)} s" if after is not None else "retry later"
         return BackendRateLimited(
@@ -227,6 +230,23 @@ def _why(exc: Exception, req: Request) -> str:
     for secret in req.secrets:
         text = text.replace(secret, "[REDACTED]")
     return text[:200]
+
+
+def _rate_limit_reset_s(value: str | None) -> float | None:
+    """X-RateLimit-Reset as seconds to wait. Datadog sends the seconds until its rate-limit period resets
+    (docs.datadoghq.com/api/latest/rate-limits); some APIs (GitHub's) send the reset time as a Unix epoch,
+    told apart by size: no rate-limit period lasts 30 years."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(seconds):
+        return None
+    if seconds > 10**9:
+        seconds -= datetime.now(UTC).timestamp()
+    return max(0.0, seconds)
 
 
 def _retry_after_s(value: str | None) -> float | None:

@@ -19,12 +19,15 @@ import asyncio
 import importlib
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
 
 from obsmcp.config import ConfigError, Settings
+from obsmcp.http import BackendError
 from obsmcp.http._loop import LOOP
+from obsmcp.resolve import _core as service_core
 from obsmcp.resolve import resolve_service
 from obsmcp.sources.base import Source, SourceError
 from obsmcp.sources.config import BackendConfig
@@ -143,6 +146,14 @@ class SourceRegistry:
         except LookupError as e:
             raise type(e)(f"backend {source.name}: {e}") from None
 
+    def services_by_backend(self, start_ns: int, end_ns: int) -> list[BackendServices]:
+        """Every backend's service names, asked all at once; a backend that fails is reported in its entry
+        (`error`, the client's message: "unavailable, retry in N s", ...) while the others still answer."""
+        sources = self.all()
+        if not sources:
+            return []
+        return self.call(_services_of_all(sources, start_ns, end_ns), max(self.timeout_for(s) for s in sources))
+
     def close(self) -> None:
         """Close every source's HTTP client (their pools; the shared client loop stays for other users)."""
         for source in self._sources.values():
@@ -150,6 +161,49 @@ class SourceRegistry:
             close = getattr(client, "close", None)
             if callable(close):
                 close()
+
+
+@dataclass(frozen=True)
+class BackendServices:
+    """One backend's service names as it spells them, or why it could not list them."""
+
+    backend: str
+    kind: str
+    signals: tuple[str, ...]  # what it can answer when named
+    names: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+async def _services_of(source: Source, start_ns: int, end_ns: int) -> BackendServices:
+    try:
+        names = await source.services(start_ns, end_ns)
+    except (BackendError, SourceError) as e:
+        # Reported to the caller in the entry (a partial answer says which backend is missing and why).
+        log.info("backend_services_failed", backend=source.name, error=str(e)[:300])
+        return BackendServices(source.name, source.kind, _served(source), error=str(e))
+    return BackendServices(source.name, source.kind, _served(source), sorted(set(names)))
+
+
+async def _services_of_all(sources: Sequence[Source], start_ns: int, end_ns: int) -> list[BackendServices]:
+    return list(await asyncio.gather(*(_services_of(s, start_ns, end_ns) for s in sources)))
+
+
+def match_service(name: str, known: Sequence[str]) -> str | None:
+    """A canonical service name ("auth-service", as the store has it) as another backend spells it
+    ("hub-ca-auth" in its job label), or None when no single name there matches.
+
+    The one resolver (obsmcp.resolve) on the full name, then on its core without the -service/-svc/-api
+    affixes ("auth"), which then must be a unique substring; a name or core under 3 characters groups only
+    with the same name (as a substring it is too loose: "db" is in "mongodb-exporter")."""
+    same = [k for k in known if k.lower() == name.lower()]
+    if len(same) == 1:
+        return same[0]
+    for query in dict.fromkeys(q for q in (name, service_core(name)) if len(q) >= 3):
+        try:
+            return resolve_service(query, known)
+        except LookupError:
+            continue  # unknown or ambiguous as written: try the looser query, and no match after the last
+    return None
 
 
 def _served(source: Source) -> tuple[str, ...]:

@@ -91,16 +91,18 @@ class Watchdog:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._live: set[int] = set()
+        self._heap: list[tuple[float, int]] = []
+        # Armed tickets -> what to call. Disarming drops the callable at once (it holds the query's cursor);
+        # the heap entry goes lazily.
+        self._live: dict[int, Callable[[], None]] = {}
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
 
     def arm(self, seconds: float, fire: Callable[[], None]) -> int:
         with self._cond:
             ticket = next(self._ids)
-            heapq.heappush(self._heap, (time.monotonic() + seconds, ticket, fire))
-            self._live.add(ticket)
+            heapq.heappush(self._heap, (time.monotonic() + seconds, ticket))
+            self._live[ticket] = fire
             if self._thread is None:
                 self._thread = threading.Thread(target=self._main, name="obsmcp-query-watchdog", daemon=True)
                 self._thread.start()
@@ -110,7 +112,7 @@ class Watchdog:
 
     def disarm(self, ticket: int) -> None:
         with self._cond:
-            self._live.discard(ticket)
+            self._live.pop(ticket, None)
 
     def _main(self) -> None:
         while True:
@@ -120,17 +122,18 @@ class Watchdog:
                 if not self._heap:
                     self._cond.wait()
                     continue
-                deadline, ticket, fire = self._heap[0]
+                deadline, ticket = self._heap[0]
                 wait = deadline - time.monotonic()
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-                self._live.discard(ticket)
+                fire = self._live.pop(ticket)
             try:
                 fire()
             except Exception as e:  # the query ended as its deadline passed: its cursor may be closed already
                 log.debug("query_watchdog_fire_failed", error=str(e))
+            del fire  # holds the cursor: do not keep it alive while waiting for the next deadline
 
 
 WATCHDOG = Watchdog()

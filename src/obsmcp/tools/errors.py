@@ -16,11 +16,13 @@ from pydantic import BaseModel, Field
 
 from obsmcp.redaction import Redactor
 from obsmcp.result import UNTRUSTED_NOTE, Fence, ListResult, estimate_tokens, redactor_for, scrub, within_budget
+from obsmcp.sources.base import ErrorPage, ErrorQuery, ErrorSource, Source
 from obsmcp.store.dialect import Dialect
 from obsmcp.store.schema import attributes_dict
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError
+from obsmcp.tools.remote import answer_notes, source_for
 
 VERSION_KEY = "'service.version'"
 DETAIL_ROWS = 2_000
@@ -160,11 +162,15 @@ def find_errors(
     sort: str = "count",
     limit: int = 20,
     max_tokens: int | None = None,
+    backend: str | None = None,
 ) -> tuple[FindErrorsResult, str]:
     if sort not in ("count", "recent", "new"):
         raise ToolInputError(f"sort={sort!r} is unknown: use count, recent (last seen) or new (first seen)")
     if not 1 <= limit <= 200:
         raise ToolInputError("limit must be within 1..200")
+    source, routing = source_for(ctx, "errors", backend)
+    if source is not None:
+        return _remote_find_errors(ctx, source, routing, service, start, end, sort, limit, max_tokens)
     svc = ctx.resolve(service)
     tr = resolve_range(start, end)
     with_sql, params = _occurrences(ctx, tr, svc)
@@ -172,7 +178,7 @@ def find_errors(
     _, rows = ctx.db.query(
         with_sql
         + f"""
-SELECT gid, {d.any_value("kind")}, {d.any_value("etype")}, {d.any_value("msg")}, {d.any_value("frame")}, count(*),
+SELECT gid, {d.any_value("kind")}, {d.any_value("etype")}, min(msg), {d.any_value("frame")}, count(*),
        {d.epoch_ns("min(ts)")}, {d.epoch_ns("max(ts)")}, {d.list_distinct_agg("svc", 1000)},
        {d.list_distinct_agg("op", 5, "op <> ''")},
        {d.newest_agg("tid", "ts", 6, "tid <> ''")}
@@ -205,29 +211,95 @@ FROM keyed GROUP BY gid""",
     }[sort]
     out.sort(key=key, reverse=sort != "count")
     total = len(out)
+    head = f"find_errors: {occurrences} errors in {total} groups over {tr.describe()}, sorted by {sort}."
+    return _budgeted_groups(ctx, out[:limit], total, tr, notes, head, max_tokens)
+
+
+def _budgeted_groups(
+    ctx: ToolContext,
+    groups: list[ErrorGroup],
+    total: int | None,
+    tr: TimeRange,
+    notes: list[str],
+    head: str,
+    max_tokens: int | None,
+) -> tuple[FindErrorsResult, str]:
+    """The leading groups that fit the budget, and the answer's text; `total` None when the source has more
+    than it returned and does not say how many."""
     budget = ctx.budget(max_tokens)
-    kept = within_budget(out[:limit], lambda g: estimate_tokens(_group_line(g)) + 10, budget, 100)
-    if len(kept) < min(limit, total):
+    kept = within_budget(groups, lambda g: estimate_tokens(_group_line(g)) + 10, budget, 100)
+    if len(kept) < len(groups):
         notes.append(f"cut to {len(kept)} groups to fit ~{budget} tokens; filter by service or raise max_tokens")
     res = FindErrorsResult(
         range=tr.describe(),
         total=total,
         returned=len(kept),
-        truncated=len(kept) < total,
+        truncated=total is None or len(kept) < total,
         notes=notes,
         groups=kept,
     )
-    head = f"find_errors: {occurrences} errors in {total} groups over {tr.describe()}, sorted by {sort}."
     if not kept:
         return res, head + "\nno errors: no error spans or error-level logs in range" + "".join("\n" + n for n in notes)
     if kept:
         res.notes.append(UNTRUSTED_NOTE)
     lines = [_group_line(g) for g in kept]
     tail = [n for n in res.notes if n != UNTRUSTED_NOTE]
-    if len(kept) < total:
+    if total is not None and len(kept) < total:
         tail.append(f"{total - len(kept)} more groups not shown")
     tail.append("next: get_error_details(error_id) for the stack trace, attributes and timeline")
     return res, "\n".join([head, Fence().wrap(lines), *tail, UNTRUSTED_NOTE])
+
+
+# -- remote error sources (obsmcp.sources): the same answers, fetched from a backend -------------------------
+
+
+def _remote_find_errors(
+    ctx: ToolContext,
+    source: Source,
+    routing: list[str],
+    service: str | None,
+    start: str | None,
+    end: str | None,
+    sort: str,
+    limit: int,
+    max_tokens: int | None,
+) -> tuple[FindErrorsResult, str]:
+    if not isinstance(source, ErrorSource):
+        raise ToolInputError(f"backend {source.name!r} ({source.kind}) cannot list errors")
+    tr = resolve_range(start, end)
+    svc = ctx.sources.resolve(source, service, tr.start_ns, tr.end_ns)
+    q = ErrorQuery(tr.start_ns, tr.end_ns, service=svc, sort=sort, limit=limit)
+    page: ErrorPage = ctx.sources.call(source.find_errors(q), ctx.sources.timeout_for(source))
+    redact = redactor_for(ctx.settings)
+    groups = [_scrubbed_group(g, redact) for g in page.groups[:limit]]
+    total = None if page.total is None else max(page.total, len(groups))
+    counted = f"{total} groups" if total is not None else f"{len(groups)} groups (more match)"
+    head = (
+        f"find_errors: {sum(g.count for g in groups)} errors in {counted} from backend {source.name} over "
+        f"{tr.describe()}, sorted by {sort}."
+    )
+    return _budgeted_groups(ctx, groups, total, tr, answer_notes(ctx, routing, page), head, max_tokens)
+
+
+def _scrubbed_group(g: ErrorGroup, redact: Redactor | None) -> ErrorGroup:
+    """A backend's issue made safe like a store group: every string in it is observed text."""
+
+    def clean(text: str, chars: int) -> str:
+        return scrub(text, redact_secrets=redact, max_chars=chars)
+
+    return ErrorGroup(
+        error_id=clean(g.error_id, 80),
+        kind=clean(g.kind, 20),
+        type=clean(g.type, 120),
+        message=clean(g.message, 200),
+        top_frame=clean(g.top_frame, 200),
+        count=g.count,
+        first_seen=g.first_seen,
+        last_seen=g.last_seen,
+        services=[clean(x, 120) for x in g.services],
+        operations=[clean(x, 200) for x in g.operations],
+        sample_trace_ids=[clean(x, 64) for x in g.sample_trace_ids],
+    )
 
 
 def _group_line(g: ErrorGroup) -> str:
@@ -261,7 +333,11 @@ def get_error_details(
     start: str | None = None,
     end: str | None = None,
     max_tokens: int | None = None,
+    backend: str | None = None,
 ) -> tuple[ErrorDetails, str]:
+    source, routing = _details_source(ctx, error_id, backend)
+    if source is not None:
+        return _remote_error_details(ctx, source, routing, error_id, start, end, max_tokens)
     eid = error_id.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{12}", eid):
         raise ToolInputError(f"error_id {error_id!r} is not an error id: use an id from find_errors")
@@ -334,16 +410,90 @@ def get_error_details(
         samples=samples,
         notes=notes,
     )
-    text = _details_text(res)
+    return _fit_details(ctx, res, max_tokens)
+
+
+_STORE_ERROR_ID = re.compile(r"[0-9a-fA-F]{12}")
+
+
+def _details_source(ctx: ToolContext, error_id: str, backend: str | None) -> tuple[Source | None, list[str]]:
+    """Where an error id lives. Ids name their origin: `sentry:<id>` goes to a Sentry backend and a store id
+    (12 hex) to the store, with or without `backend`; other ids follow the configured routing."""
+    eid = error_id.strip()
+    named = backend is not None and bool(backend.strip())
+    kind, sep, _ = eid.partition(":")
+    if sep and not named:
+        of_kind = [s for s in ctx.sources.all() if s.kind == kind.lower()]
+        if not of_kind:
+            configured = ", ".join(f"{s.name} ({s.kind})" for s in ctx.sources.all()) or "none"
+            raise ToolInputError(
+                f"error_id {eid[:80]!r} comes from a {kind} backend and none is configured (configured backends: "
+                f"{configured}): use an error_id from find_errors"
+            )
+        defaults = ctx.sources.for_signal("errors")
+        source = next((s for s in defaults if s in of_kind), of_kind[0])
+        note = f"answered by backend {source.name} ({source.kind})"
+        if len(of_kind) > 1:
+            others = ", ".join(s.name for s in of_kind if s is not source)
+            note += f"; also {kind} backends: {others} (pass backend= to ask one)"
+        return source, [note]
+    if not named and _STORE_ERROR_ID.fullmatch(eid):
+        return None, []
+    return source_for(ctx, "errors", backend)
+
+
+def _remote_error_details(
+    ctx: ToolContext,
+    source: Source,
+    routing: list[str],
+    error_id: str,
+    start: str | None,
+    end: str | None,
+    max_tokens: int | None,
+) -> tuple[ErrorDetails, str]:
+    if not isinstance(source, ErrorSource):
+        raise ToolInputError(f"backend {source.name!r} ({source.kind}) cannot read errors")
+    tr = resolve_range(start or "24h", end)
+    raw = ctx.sources.call(
+        source.get_error_details(error_id.strip(), tr.start_ns, tr.end_ns), ctx.sources.timeout_for(source)
+    )
+    redact = redactor_for(ctx.settings)
+
+    def clean(text: str, chars: int) -> str:
+        return scrub(text, redact_secrets=redact, max_chars=chars)
+
+    res = ErrorDetails(
+        error_id=clean(raw.error_id, 80),
+        kind=clean(raw.kind, 20),
+        type=clean(raw.type, 120),
+        message=clean(raw.message, 400),
+        count=raw.count,
+        first_seen=raw.first_seen,
+        last_seen=raw.last_seen,
+        services=[clean(x, 120) for x in raw.services],
+        # One line per frame, as the store path shows it: scrub flattens line breaks, which come back here.
+        stacktrace=clean(raw.stacktrace, 3000).replace(" ⏎ ", "\n"),
+        attributes={clean(k, 80): {clean(v, 80): n for v, n in values.items()} for k, values in raw.attributes.items()},
+        timeline=raw.timeline,
+        samples=[{clean(k, 40): clean(str(v), 200) for k, v in sample.items()} for sample in raw.samples],
+        notes=[*routing, *(clean(n, 600) for n in raw.notes)],
+    )
+    return _fit_details(ctx, res, max_tokens, origin=f"backend {source.name}")
+
+
+def _fit_details(
+    ctx: ToolContext, res: ErrorDetails, max_tokens: int | None, origin: str | None = None
+) -> tuple[ErrorDetails, str]:
+    text = _details_text(res, origin)
     budget = ctx.budget(max_tokens)
     if estimate_tokens(text) > budget:
         res.stacktrace = res.stacktrace[: max(200, len(res.stacktrace) - (estimate_tokens(text) - budget) * 4)]
         res.notes.append("stack trace shortened to fit the budget; raise max_tokens for all of it")
-        text = _details_text(res)
+        text = _details_text(res, origin)
     return res, text
 
 
-def _details_text(r: ErrorDetails) -> str:
+def _details_text(r: ErrorDetails, origin: str | None = None) -> str:
     fence = Fence()
     body = [f"{r.type}: {r.message}"]
     if r.stacktrace:
@@ -352,13 +502,17 @@ def _details_text(r: ErrorDetails) -> str:
     for k, vals in r.attributes.items():
         body.append(f"  {k}: " + ", ".join(f"{v} ({n})" for v, n in vals.items()))
     body.append("samples:")
-    body += [f"  {s['time']} {s['service']} trace={s['trace_id']} {s['message']}" for s in r.samples]
+    body += [
+        f"  {s.get('time', '')} {s.get('service', '')} trace={s.get('trace_id', '')} {s.get('message', '')}"
+        for s in r.samples
+    ]
     timeline = " ".join(str(b["count"]) for b in r.timeline)
+    span = "as the backend counts them" if origin else "from first to last seen"
     return "\n".join(
         [
             f"error {r.error_id} ({r.kind}): {r.count} occurrences, {r.first_seen} .. {r.last_seen}, "
-            f"services {', '.join(r.services)}",
-            f"timeline ({len(r.timeline)} buckets from first to last seen): {timeline}",
+            f"services {', '.join(r.services)}" + (f", from {origin}" if origin else ""),
+            f"timeline ({len(r.timeline)} buckets {span}): {timeline}",
             fence.wrap(body),
             *r.notes,
             UNTRUSTED_NOTE,

@@ -19,11 +19,20 @@ from obsmcp.result import (
     scrub,
     within_budget,
 )
+from obsmcp.sources.base import LogPage, LogQuery, LogSource, Source
 from obsmcp.store.database import QUERY_ERRORS
 from obsmcp.store.schema import attributes_dict
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_ns
 from obsmcp.tools.context import ToolContext, ToolInputError, severity_floor
+from obsmcp.tools.remote import (
+    answer_notes,
+    encode_remote_cursor,
+    next_page,
+    remote_cursor_backend,
+    remote_page_start,
+    source_for,
+)
 
 BODY_CHARS = 300
 SAMPLE_ROWS = 500_000
@@ -62,9 +71,18 @@ def search_logs(
     cursor: str | None = None,
     max_tokens: int | None = None,
     exact_counts: bool = False,
+    backend: str | None = None,
 ) -> tuple[SearchLogsResult, str]:
     if not 1 <= limit <= MAX_LIMIT:
         raise ToolInputError(f"limit={limit} is out of range: use 1..{MAX_LIMIT}, and next_cursor for more")
+    source, routing = source_for(ctx, "logs", backend)
+    if source is not None:
+        return _remote_search_logs(
+            ctx, source, routing, query, service, min_severity, attributes, trace_id, regex, start, end, limit,
+            cursor, max_tokens,
+        )  # fmt: skip
+    if (came_from := remote_cursor_backend(cursor)) is not None:
+        raise ToolInputError(f"the cursor came from backend {came_from}: pass backend={came_from!r} with it")
     svc = ctx.resolve(service)
     floor = severity_floor(min_severity)
     fp = fingerprint("search_logs", query, svc, floor, attributes, trace_id, regex, start, end, limit)
@@ -111,23 +129,8 @@ def search_logs(
     redact = redactor_for(ctx.settings)
     records = [_record(r, redact) for r in rows]
 
-    budget = ctx.budget(max_tokens)
-    header_tokens = 120
     notes: list[str] = []
-    fitted = within_budget(records, lambda r: _cost(r, with_attributes=True), budget, header_tokens)
-    if len(fitted) < len(records):
-        # Degrade detail before rows: without attributes, more records fit.
-        bare = within_budget(records, lambda r: _cost(r, with_attributes=False), budget, header_tokens)
-        if len(bare) > len(fitted) and any(r.attributes for r in bare):
-            for rec in bare:
-                rec.attributes = {}
-            fitted = bare
-            notes.append("attributes omitted so more records fit; filter by trace_id or attributes for detail")
-    if len(fitted) < len(records):
-        notes.append(
-            f"answer cut to {len(fitted)} of the {len(records)} requested rows to stay within "
-            f"~{budget} tokens; use next_cursor, a narrower query, or max_tokens for more"
-        )
+    fitted = _fit(records, ctx.budget(max_tokens), notes)
 
     next_offset = offset + len(fitted)
     more = has_more_rows or len(fitted) < len(records)
@@ -147,6 +150,111 @@ def search_logs(
     if fitted:
         result.notes.append(UNTRUSTED_NOTE)
     return result, _render(result, offset)
+
+
+def _fit(records: list[LogRecord], budget: int, notes: list[str]) -> list[LogRecord]:
+    """The leading records that fit the budget; attributes go before rows do. Says what was cut in `notes`."""
+    header_tokens = 120
+    fitted = within_budget(records, lambda r: _cost(r, with_attributes=True), budget, header_tokens)
+    if len(fitted) < len(records):
+        # Degrade detail before rows: without attributes, more records fit.
+        bare = within_budget(records, lambda r: _cost(r, with_attributes=False), budget, header_tokens)
+        if len(bare) > len(fitted) and any(r.attributes for r in bare):
+            for rec in bare:
+                rec.attributes = {}
+            fitted = bare
+            notes.append("attributes omitted so more records fit; filter by trace_id or attributes for detail")
+    if len(fitted) < len(records):
+        notes.append(
+            f"answer cut to {len(fitted)} of the {len(records)} requested rows to stay within "
+            f"~{budget} tokens; use next_cursor, a narrower query, or max_tokens for more"
+        )
+    return fitted
+
+
+# -- remote log sources (obsmcp.sources): the same answer, fetched from a backend ---------------------------
+
+
+def _remote_search_logs(
+    ctx: ToolContext,
+    source: Source,
+    routing: list[str],
+    query: str | None,
+    service: str | None,
+    min_severity: str | None,
+    attributes: dict[str, str] | None,
+    trace_id: str | None,
+    regex: bool,
+    start: str | None,
+    end: str | None,
+    limit: int,
+    cursor: str | None,
+    max_tokens: int | None,
+) -> tuple[SearchLogsResult, str]:
+    if not isinstance(source, LogSource):
+        raise ToolInputError(f"backend {source.name!r} ({source.kind}) cannot search logs")
+    floor = severity_floor(min_severity)
+    fp = fingerprint("search_logs", source.name, query, service, floor, attributes, trace_id, regex, start, end, limit)
+    here = remote_page_start(source.name, cursor, fp, start, end)
+    tr = here.range
+    q = LogQuery(
+        tr.start_ns,
+        tr.end_ns,
+        service=ctx.sources.resolve(source, service, tr.start_ns, tr.end_ns),
+        text=query if query else None,
+        regex=regex,
+        min_severity=floor,
+        trace_id=trace_id.strip() if trace_id and trace_id.strip() else None,
+        attributes={str(k): str(v) for k, v in (attributes or {}).items()},
+        limit=limit,
+        cursor=here.token,
+    )
+    page: LogPage = ctx.sources.call(source.search_logs(q), ctx.sources.timeout_for(source))
+    redact = redactor_for(ctx.settings)
+    records = [_scrubbed(r, redact) for r in page.records[here.skip :]]
+    notes = answer_notes(ctx, routing, page)
+    fitted = _fit(records, ctx.budget(max_tokens), notes)
+    by_severity = page.by_severity
+    if not by_severity and records:
+        # The backend does not count the whole match (Datadog's search does not): count what this page holds.
+        for rec in records:
+            by_severity[rec.severity] = by_severity.get(rec.severity, 0) + 1
+        notes.append(f"by_severity counts this page only: backend {source.name} does not count the whole match")
+    after = next_page(here, len(fitted), len(records), page.next_cursor)
+    total = page.total
+    if total is not None:
+        # A count the backend makes separately can trail its search; what the pages have shown is a floor.
+        total = max(total, here.offset + len(records) + (1 if page.next_cursor else 0))
+    result = SearchLogsResult(
+        range=tr.describe(),
+        counts_estimated=page.total_estimated,
+        total=total,
+        returned=len(fitted),
+        truncated=after is not None,
+        next_cursor=encode_remote_cursor(source.name, after, fp) if after else None,
+        notes=notes,
+        by_severity=dict(sorted(by_severity.items(), key=lambda kv: -kv[1])),
+        logs=fitted,
+    )
+    if fitted:
+        result.notes.append(UNTRUSTED_NOTE)
+    return result, _render(result, here.offset, origin=f"backend {source.name}")
+
+
+def _scrubbed(rec: LogRecord, redact: Redactor | None) -> LogRecord:
+    """A remote record made safe like a store row (`_record`): every string is observed text."""
+    return LogRecord(
+        time=rec.time,
+        severity=scrub(rec.severity, redact_secrets=redact, max_chars=20),
+        service=scrub(rec.service, redact_secrets=redact, max_chars=120),
+        body=scrub(rec.body, redact_secrets=redact, max_chars=BODY_CHARS),
+        trace_id=scrub(rec.trace_id, redact_secrets=redact, max_chars=64) if rec.trace_id else None,
+        span_id=scrub(rec.span_id, redact_secrets=redact, max_chars=64) if rec.span_id else None,
+        attributes={
+            scrub(k, redact_secrets=redact, max_chars=80): scrub(v, redact_secrets=redact, max_chars=120)
+            for k, v in rec.attributes.items()
+        },
+    )
 
 
 def _severity_counts(
@@ -222,12 +330,14 @@ def _line(rec: LogRecord) -> str:
     return f"{rec.time} {rec.severity:<5} {rec.service}{trace} | {rec.body}"
 
 
-def _render(res: SearchLogsResult, offset: int) -> str:
+def _render(res: SearchLogsResult, offset: int, origin: str | None = None) -> str:
     sev = ", ".join(f"{k} {v}" for k, v in res.by_severity.items()) or "none"
+    matching = "matching log records" if res.total is not None else "log records (the backend gave no total)"
     head = [
-        f"search_logs: {res.total} matching log records in {res.range}; "
-        f"showing {offset + 1 if res.returned else 0}-{offset + res.returned}, newest first.",
-        f"by severity (whole match): {sev}",
+        f"search_logs: {'' if res.total is None else f'{res.total} '}{matching}"
+        + (f" from {origin}" if origin else "")
+        + f" in {res.range}; showing {offset + 1 if res.returned else 0}-{offset + res.returned}, newest first.",
+        f"by severity (whole match): {sev}" if res.total is not None else f"by severity: {sev}",
     ]
     if not res.logs:
         head.append("no log records match: widen the time range (start='6h') or loosen the filters")

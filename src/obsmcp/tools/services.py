@@ -1,10 +1,20 @@
-"""list_services: every service seen in any signal, with its RED figures."""
+"""list_services: every service seen in any signal, with its RED figures, and what each remote backend calls it.
+
+With backends configured, each backend's own service names (Prometheus job/service labels, Loki
+service_name/app, Sentry projects, Datadog service, ...: `Source.services()`) are grouped with the store's
+under one canonical name (the store's when it has the service), so one row says that auth-service is
+hub-ca-auth in Prometheus and auth in Sentry. A backend that does not answer is named in the notes and the
+answer is marked partial; the others still answer. With `service`, the one resolver runs over the store and
+every backend at once ("auth" -> auth-service here, hub-ca-auth there) and only the matching rows are shown.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from obsmcp.resolve import ServiceNotFoundError, resolve_service
 from obsmcp.result import ListResult, estimate_tokens, within_budget
+from obsmcp.sources.registry import STORE, BackendServices, match_service
 from obsmcp.store.schema import METRIC_TABLES
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import format_duration, format_ns, resolve_range
@@ -27,15 +37,27 @@ class ServiceInfo(BaseModel):
     first_seen: str | None = None
     last_seen: str | None = None
     versions: list[str] = Field(default_factory=list)
+    backends: dict[str, str] = Field(
+        default_factory=dict, description="the service's name in each remote backend that knows it"
+    )
+    red_from: str | None = Field(None, description="where the RED figures come from when not the store's spans")
 
 
 class ListServicesResult(ListResult):
     range: str
     services: list[ServiceInfo] = Field(default_factory=list)
+    resolved: dict[str, str] = Field(
+        default_factory=dict, description='with service: its name in the store ("store") and in each backend'
+    )
+    partial: bool = Field(False, description="true when a backend did not answer (the notes say which and why)")
 
 
 def list_services(
-    ctx: ToolContext, start: str | None = None, end: str | None = None, max_tokens: int | None = None
+    ctx: ToolContext,
+    start: str | None = None,
+    end: str | None = None,
+    max_tokens: int | None = None,
+    service: str | None = None,
 ) -> tuple[ListServicesResult, str]:
     tr = resolve_range(start, end)
     d = ctx.dialect
@@ -105,12 +127,27 @@ def list_services(
         info.first_seen = format_ns(first[svc]) if svc in first else None
         info.last_seen = format_ns(last[svc]) if svc in last else None
 
+    notes: list[str] = []
+    store_names = list(by)
+    listed = ctx.sources.services_by_backend(tr.start_ns, tr.end_ns) if ctx.sources else []
+    for b in listed:
+        if b.error is not None:
+            notes.append(f"{b.backend} did not answer, its services are missing: {b.error}")
+        else:
+            _group(by, b)
+    notes += _red_from_prometheus(ctx, by, listed, tr.start_ns, tr.end_ns)
     services = sorted(by.values(), key=lambda s: (-s.error_rate, -s.requests, s.service))
+    resolved: dict[str, str] = {}
+    query = (service or "").strip()
+    if query:
+        resolved, misses = _resolve_everywhere(query, store_names, listed)
+        services = [s for s in services if _matches(s, resolved)]
+        notes += misses
     budget = ctx.budget(max_tokens)
     kept = within_budget(services, lambda s: estimate_tokens(_line(s)), budget, 120)
-    notes = []
     if len(kept) < len(services):
         notes.append(f"{len(services) - len(kept)} services not shown to fit ~{budget} tokens")
+    partial = any(b.error is not None for b in listed)
     res = ListServicesResult(
         range=tr.describe(),
         total=len(services),
@@ -118,14 +155,100 @@ def list_services(
         truncated=len(kept) < len(services),
         notes=notes,
         services=kept,
+        resolved=resolved,
+        partial=partial,
     )
+    where = f" and {len(listed)} backend{'s' if len(listed) > 1 else ''}" if listed else ""
     head = [
-        f"list_services: {len(services)} services with telemetry in {tr.describe()} (highest error rate first)",
-        "service: requests (rate) errors% p50/p95/p99 | error logs | signals | versions | last seen",
+        f"list_services: {len(services)} services with telemetry in {tr.describe()} from the store{where}"
+        + (" (PARTIAL: a backend did not answer, see the notes)" if partial else "")
+        + " (highest error rate first)",
+        "service: requests (rate) errors% p50/p95/p99 | error logs | signals | versions | last seen"
+        + (" | name in each backend" if listed else ""),
     ]
+    if resolved:
+        head.append(f"{query!r} is " + ", ".join(f"{n} in {w}" for w, n in resolved.items()))
     if not services:
         head.append("no telemetry in range: widen start (e.g. start='24h'), or send OTLP to the receiver")
     return res, "\n".join(head + [_line(s) for s in kept] + notes)
+
+
+def _red_from_prometheus(
+    ctx: ToolContext, by: dict[str, ServiceInfo], listed: list[BackendServices], start_ns: int, end_ns: int
+) -> list[str]:
+    """RED figures for services without server spans in the store, from the standard HTTP server histograms of
+    each Prometheus backend that knows them (rate, 5xx share, p50/p95/p99); the first backend that has them
+    wins. Returns notes for backends that failed."""
+    from obsmcp.sources.prometheus import PrometheusSource
+
+    notes: list[str] = []
+    answered = {b.backend for b in listed if b.error is None}
+    for name in answered:
+        source = ctx.sources.get(name)
+        if not isinstance(source, PrometheusSource):
+            continue
+        wanted = {info.backends[name]: info for info in by.values() if info.requests == 0 and name in info.backends}
+        if not wanted:
+            continue
+        try:
+            figures = ctx.sources.call(source.red(start_ns, end_ns), ctx.sources.timeout_for(source))
+        except Exception as e:  # a failing backend must not take the store's answer down: said in the notes
+            notes.append(f"{name}: no RED figures ({str(e).splitlines()[0][:200]})")
+            continue
+        seconds = max(1e-9, (end_ns - start_ns) / 1e9)
+        for red in figures:
+            info = wanted.get(red.service)
+            if info is None or info.red_from is not None:
+                continue
+            info.request_rate_per_s = round(red.rate_per_s, 3)
+            info.requests = round(red.rate_per_s * seconds)
+            info.error_rate = round(red.error_rate or 0.0, 4)
+            info.p50_ms, info.p95_ms, info.p99_ms = red.p50_ms, red.p95_ms, red.p99_ms
+            info.red_from = f"{name} ({red.metric})"
+    return notes
+
+
+def _group(by: dict[str, ServiceInfo], listed: BackendServices) -> None:
+    """Put one backend's names under the canonical services they match (each name under at most one: two
+    services claiming it keep it only for the one whose name it is, ignoring case); the rest become rows."""
+    claims: dict[str, list[str]] = {}
+    for canonical in sorted(by):
+        name = match_service(canonical, listed.names)
+        if name is not None:
+            claims.setdefault(name, []).append(canonical)
+    for name, claimants in claims.items():
+        owners = claimants if len(claimants) == 1 else [c for c in claimants if c.lower() == name.lower()]
+        if len(owners) == 1:
+            by[owners[0]].backends[listed.backend] = name
+    placed = {n for info in by.values() for b, n in info.backends.items() if b == listed.backend}
+    for name in listed.names:
+        if name not in placed:
+            by[name] = by.get(name) or ServiceInfo(service=name, signals=[])
+            by[name].backends[listed.backend] = name
+
+
+def _resolve_everywhere(
+    service: str, store_names: list[str], listed: list[BackendServices]
+) -> tuple[dict[str, str], list[str]]:
+    """The one resolver, run over the store's services and each backend's: {where: name}, and a note for
+    each place that does not know the service. None at all is the caller's error (it lists what exists)."""
+    resolved: dict[str, str] = {}
+    misses: list[str] = []
+    places = [(STORE, store_names)] + [(b.backend, b.names) for b in listed if b.error is None]
+    for where, names in places:
+        try:
+            resolved[where] = resolve_service(service, names)
+        except LookupError as e:  # unknown or ambiguous in this place: said in the notes, others still answer
+            misses.append(f"{where}: {e}")
+    if not resolved:
+        raise ServiceNotFoundError(f"no service matches {service!r} in the store or any backend: " + "; ".join(misses))
+    return resolved, misses
+
+
+def _matches(info: ServiceInfo, resolved: dict[str, str]) -> bool:
+    if resolved.get(STORE) == info.service and info.signals:
+        return True
+    return any(info.backends.get(where) == name for where, name in resolved.items() if where != STORE)
 
 
 def _ms(v: float | None) -> str:
@@ -139,7 +262,15 @@ def _line(s: ServiceInfo) -> str:
         if s.requests
         else "no server spans"
     )
+    if s.red_from:
+        red += f" from {s.red_from}"
+    if not s.signals:
+        red = f"{red}, not in obsmcp's store" if s.red_from else "not in obsmcp's store"
     versions = ",".join(s.versions) or "-"
-    return (
-        f"{s.service}: {red} | {s.error_logs} error logs | {'+'.join(s.signals)} | v {versions} | {s.last_seen or '-'}"
+    line = (
+        f"{s.service}: {red} | {s.error_logs} error logs | {'+'.join(s.signals) or '-'} | v {versions} | "
+        f"{s.last_seen or '-'}"
     )
+    if s.backends:
+        line += " | " + ", ".join(f"{b}: {n}" for b, n in s.backends.items())
+    return line

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from pydantic import BaseModel, Field
 
 from obsmcp.analysis.critical_path import build_tree, critical_path, self_times
 from obsmcp.model import Span, SpanEvent
+from obsmcp.redaction import Redactor
 from obsmcp.result import (
     UNTRUSTED_NOTE,
     Fence,
@@ -20,10 +22,19 @@ from obsmcp.result import (
     scrub,
     within_budget,
 )
+from obsmcp.sources.base import Source, TracePage, TraceQuery, TraceSource
 from obsmcp.store.schema import attributes_dict
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_duration, format_ns
 from obsmcp.tools.context import ToolContext, ToolInputError
+from obsmcp.tools.remote import (
+    answer_notes,
+    encode_remote_cursor,
+    next_page,
+    remote_cursor_backend,
+    remote_page_start,
+    source_for,
+)
 
 MAX_LIMIT = 200
 TS = '"Timestamp"'
@@ -62,6 +73,7 @@ def search_traces(
     limit: int = 20,
     cursor: str | None = None,
     max_tokens: int | None = None,
+    backend: str | None = None,
 ) -> tuple[SearchTracesResult, str]:
     if not 1 <= limit <= MAX_LIMIT:
         raise ToolInputError(f"limit={limit} is out of range: use 1..{MAX_LIMIT}, and next_cursor for more")
@@ -69,6 +81,14 @@ def search_traces(
         raise ToolInputError(f"status={status!r} is not a span status: use error, ok or unset")
     if min_duration_ms is not None and max_duration_ms is not None and min_duration_ms > max_duration_ms:
         raise ToolInputError("min_duration_ms is larger than max_duration_ms: swap them or drop one")
+    source, routing = source_for(ctx, "traces", backend)
+    if source is not None:
+        return _remote_search_traces(
+            ctx, source, routing, service, operation, min_duration_ms, max_duration_ms, status, attributes, start,
+            end, limit, cursor, max_tokens,
+        )  # fmt: skip
+    if (came_from := remote_cursor_backend(cursor)) is not None:
+        raise ToolInputError(f"the cursor came from backend {came_from}: pass backend={came_from!r} with it")
     svc = ctx.resolve(service)
     fp = fingerprint(
         "search_traces",
@@ -106,7 +126,8 @@ def search_traces(
         [*where.params, limit, offset],
     )
     ids = [str(r[0]) for r in id_rows]
-    summaries = _summaries(ctx, ids, tr)
+    redact = redactor_for(ctx.settings)
+    summaries = [_scrubbed_summary(s, redact) for s in _summaries(ctx, ids, tr)]
 
     budget = ctx.budget(max_tokens)
     kept = within_budget(summaries, lambda s: estimate_tokens(_trace_line(s)) + 10, budget, 80)
@@ -124,15 +145,100 @@ def search_traces(
         notes=notes,
         traces=kept,
     )
-    head = [f"search_traces: {total} matching traces in {res.range}; showing {len(kept)}, newest first."]
-    if not kept:
-        head.append("no traces match: widen the time range or loosen the filters")
-    lines = [_trace_line(s) for s in kept]
-    tail = [f"more: pass cursor={res.next_cursor!r}"] if more else []
-    tail += notes
-    if kept:
-        tail.append("next: get_trace(trace_id) for the span tree and critical path")
-    return res, "\n".join(head + lines + tail)
+    head = f"search_traces: {total} matching traces in {res.range}; showing {len(kept)}, newest first."
+    return res, _render_traces(res, head)
+
+
+def _render_traces(res: SearchTracesResult, head: str) -> str:
+    out = [head]
+    if not res.traces:
+        out.append("no traces match: widen the time range or loosen the filters")
+    else:
+        # Root operations and service names are observed text: fenced like every other tool's.
+        out.append(Fence().wrap([_trace_line(s) for s in res.traces]))
+    if res.next_cursor:
+        out.append(f"more: pass cursor={res.next_cursor!r}")
+    out += res.notes
+    if res.traces:
+        out += ["next: get_trace(trace_id) for the span tree and critical path", UNTRUSTED_NOTE]
+    return "\n".join(out)
+
+
+# -- remote trace sources (obsmcp.sources): the same answers, fetched from a backend ------------------------
+
+
+def _remote_search_traces(
+    ctx: ToolContext,
+    source: Source,
+    routing: list[str],
+    service: str | None,
+    operation: str | None,
+    min_duration_ms: float | None,
+    max_duration_ms: float | None,
+    status: str | None,
+    attributes: dict[str, str] | None,
+    start: str | None,
+    end: str | None,
+    limit: int,
+    cursor: str | None,
+    max_tokens: int | None,
+) -> tuple[SearchTracesResult, str]:
+    if not isinstance(source, TraceSource):
+        raise ToolInputError(f"backend {source.name!r} ({source.kind}) cannot search traces")
+    fp = fingerprint(
+        "search_traces", source.name, service, operation, min_duration_ms, max_duration_ms, status, attributes,
+        start, end, limit,
+    )  # fmt: skip
+    here = remote_page_start(source.name, cursor, fp, start, end)
+    tr = here.range
+    q = TraceQuery(
+        tr.start_ns,
+        tr.end_ns,
+        service=ctx.sources.resolve(source, service, tr.start_ns, tr.end_ns),
+        operation=operation.strip() if operation and operation.strip() else None,
+        min_duration_ms=min_duration_ms,
+        max_duration_ms=max_duration_ms,
+        status=status.strip().lower() if status and status.strip() else None,
+        attributes={str(k): str(v) for k, v in (attributes or {}).items()},
+        limit=limit,
+        cursor=here.token,
+    )
+    page: TracePage = ctx.sources.call(source.search_traces(q), ctx.sources.timeout_for(source))
+    redact = redactor_for(ctx.settings)
+    summaries = [_scrubbed_summary(t, redact) for t in page.traces[here.skip :]]
+    budget = ctx.budget(max_tokens)
+    kept = within_budget(summaries, lambda s: estimate_tokens(_trace_line(s)) + 10, budget, 80)
+    notes = answer_notes(ctx, routing, page)
+    if len(kept) < len(summaries):
+        notes.append(f"cut to {len(kept)} of {len(summaries)} traces to fit ~{budget} tokens; use next_cursor")
+    after = next_page(here, len(kept), len(summaries), page.next_cursor)
+    res = SearchTracesResult(
+        range=tr.describe(),
+        total=page.total,
+        returned=len(kept),
+        truncated=after is not None,
+        next_cursor=encode_remote_cursor(source.name, after, fp) if after else None,
+        notes=notes,
+        traces=kept,
+    )
+    counted = f"{page.total} matching traces" if page.total is not None else "traces (the backend gave no total)"
+    head = (
+        f"search_traces: {counted} from backend {source.name} in {res.range}; "
+        f"showing {here.offset + 1 if kept else 0}-{here.offset + len(kept)}."
+    )
+    return res, _render_traces(res, head)
+
+
+def _scrubbed_summary(t: TraceSummary, redact: Redactor | None) -> TraceSummary:
+    return TraceSummary(
+        trace_id=scrub(t.trace_id, redact_secrets=redact, max_chars=64),
+        start=t.start,
+        root=scrub(t.root, redact_secrets=redact, max_chars=200),
+        duration_ms=t.duration_ms,
+        spans=t.spans,
+        errors=t.errors,
+        services=[scrub(s, redact_secrets=redact, max_chars=120) for s in t.services],
+    )
 
 
 def _summaries(ctx: ToolContext, ids: list[str], tr: TimeRange) -> list[TraceSummary]:
@@ -212,16 +318,27 @@ class GetTraceResult(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+# A remote backend's own trace ids: hex (Tempo, Jaeger, OTel ids in Datadog) or decimal (Datadog's 64-bit ids).
+_REMOTE_TRACE_ID = re.compile(r"[0-9a-fA-F]{1,32}|[0-9]{1,39}")
+
+
 def get_trace(
-    ctx: ToolContext, trace_id: str, max_spans: int = 100, max_tokens: int | None = None
+    ctx: ToolContext,
+    trace_id: str,
+    max_spans: int = 100,
+    max_tokens: int | None = None,
+    backend: str | None = None,
 ) -> tuple[GetTraceResult, str]:
+    if not 1 <= max_spans <= 2000:
+        raise ToolInputError("max_spans must be within 1..2000")
+    source, routing = source_for(ctx, "traces", backend)
+    if source is not None:
+        return _remote_get_trace(ctx, source, routing, trace_id, max_spans, max_tokens)
     tid = trace_id.strip().lower()
     if len(tid) != 32 or any(c not in "0123456789abcdef" for c in tid):
         raise ToolInputError(
             f"trace_id {trace_id!r} is not a trace id: give the 32 hex characters from search_traces or a log"
         )
-    if not 1 <= max_spans <= 2000:
-        raise ToolInputError("max_spans must be within 1..2000")
     spans = _load_trace(ctx, tid)
     if not spans:
         raise ToolInputError(
@@ -229,6 +346,33 @@ def get_trace(
             "find trace ids with search_traces or search_logs"
         )
     return _render_trace(ctx, tid, spans, max_spans, ctx.budget(max_tokens))
+
+
+def _remote_get_trace(
+    ctx: ToolContext, source: Source, routing: list[str], trace_id: str, max_spans: int, max_tokens: int | None
+) -> tuple[GetTraceResult, str]:
+    if not isinstance(source, TraceSource):
+        raise ToolInputError(f"backend {source.name!r} ({source.kind}) cannot fetch traces")
+    tid = trace_id.strip()
+    if not _REMOTE_TRACE_ID.fullmatch(tid):
+        raise ToolInputError(
+            f"trace_id {trace_id[:80]!r} is not a trace id: give the id search_traces or a log record shows "
+            "(hex, or a Datadog decimal id)"
+        )
+    spans = ctx.sources.call(source.get_trace(tid), ctx.sources.timeout_for(source))
+    if not spans:
+        raise ToolInputError(
+            f"backend {source.name} has no trace {tid} (it may be older than its retention); "
+            f"find trace ids with search_traces(backend={source.name!r}) or search_logs"
+        )
+    # A backend can return a span twice (pages that overlap while it indexes): one tree node per span id.
+    unique = list({s.span_id: s for s in reversed(spans)}.values())[::-1]
+    notes = list(routing)
+    if len(unique) < len(spans):
+        notes.append(f"{len(spans) - len(unique)} duplicate spans from backend {source.name} dropped")
+    return _render_trace(
+        ctx, unique[0].trace_id, unique, max_spans, ctx.budget(max_tokens), notes=notes, origin=f"backend {source.name}"
+    )
 
 
 def _load_trace(ctx: ToolContext, tid: str) -> list[Span]:
@@ -275,8 +419,16 @@ def _load_trace(ctx: ToolContext, tid: str) -> list[Span]:
 
 
 def _render_trace(
-    ctx: ToolContext, tid: str, spans: list[Span], max_spans: int, budget: int
+    ctx: ToolContext,
+    tid: str,
+    spans: list[Span],
+    max_spans: int,
+    budget: int,
+    *,
+    notes: list[str] | None = None,
+    origin: str = "the store",
 ) -> tuple[GetTraceResult, str]:
+    """The compact tree of any trace's spans, from the store or a backend; `notes` lead the answer's notes."""
     redact = redactor_for(ctx.settings)
     tree = build_tree(spans)
     selft = self_times(tree)
@@ -296,7 +448,7 @@ def _render_trace(
                 cur = p if p in tree.spans else None
 
     nodes: list[SpanNode] = []
-    notes: list[str] = []
+    notes = list(notes or [])
     hidden = 0
 
     def node(span: Span, depth: int, collapsed: str | None = None) -> SpanNode:
@@ -313,9 +465,9 @@ def _render_trace(
             span_id=span.span_id,
             parent_id=span.parent_id or None,
             depth=depth,
-            service=span.service,
+            service=scrub(span.service, redact_secrets=redact, max_chars=120),
             operation=scrub(span.name, redact_secrets=redact, max_chars=200),
-            kind=span.kind,
+            kind=scrub(span.kind, redact_secrets=redact, max_chars=20),
             start_offset_ms=round((span.start_ns - t0) / 1e6, 3),
             duration_ms=round(span.duration_ns / 1e6, 3),
             self_ms=round(selft.get(span.span_id, 0) / 1e6, 3),
@@ -370,7 +522,8 @@ def _render_trace(
             summary = node(
                 tree.spans[rest[0]],
                 depth + 1,
-                collapsed=f"{len(rest)} more {svc} {name!r} siblings folded: total "
+                collapsed=f"{len(rest)} more {scrub(svc, redact_secrets=redact, max_chars=120)} "
+                f"{scrub(name, redact_secrets=redact, max_chars=120)!r} siblings folded: total "
                 f"{format_duration(sum(durs))}, max {format_duration(max(durs))} ({rest_size} spans)",
             )
             summary.critical = any(m in crit for m in rest)
@@ -381,7 +534,7 @@ def _render_trace(
     if hidden:
         notes.append(f"{hidden} of {len(spans)} spans folded (repeated siblings or past max_spans={max_spans})")
     if len(tree.roots) > 1:
-        notes.append(f"{len(tree.roots)} root spans: parents missing from the store (incomplete trace)")
+        notes.append(f"{len(tree.roots)} root spans: parents missing from {origin} (incomplete trace)")
 
     errors = []
     for span in spans:
@@ -392,8 +545,8 @@ def _render_trace(
                 errors.append(
                     {
                         "span_id": span.span_id,
-                        "service": span.service,
-                        "type": ev.attributes.get("exception.type", ""),
+                        "service": scrub(span.service, redact_secrets=redact, max_chars=120),
+                        "type": scrub(ev.attributes.get("exception.type", ""), redact_secrets=redact, max_chars=120),
                         "message": scrub(
                             ev.attributes.get("exception.message", ""), redact_secrets=redact, max_chars=300
                         ),
@@ -410,7 +563,7 @@ def _render_trace(
         start=format_ns(t0),
         duration_ms=round((t1 - t0) / 1e6, 3),
         span_count=len(spans),
-        services=sorted({s.service for s in spans}),
+        services=sorted({scrub(s.service, redact_secrets=redact, max_chars=120) for s in spans}),
         error_count=error_spans,
         shown=len(nodes),
         truncated=hidden > 0,
@@ -420,13 +573,14 @@ def _render_trace(
     )
     if len(errors) > 5:
         res.notes.append(f"{len(errors)} exception events; 5 shown")
-    text = _trace_text(res, tree.spans[main_root])
+    root = tree.spans[main_root]
+    text = _trace_text(res, root, redact)
     # Budget: fold the deepest non-critical lines first, then drop stack traces.
     while estimate_tokens(text) > budget and res.errors and any(e["stacktrace"] for e in res.errors):
         for e in res.errors:
             e["stacktrace"] = ""
         res.notes.append("stack traces omitted to fit the budget; get_error_details has them")
-        text = _trace_text(res, tree.spans[main_root])
+        text = _trace_text(res, root, redact)
     while estimate_tokens(text) > budget and len(res.spans) > 5:
         drop = max(range(len(res.spans)), key=lambda i: (not res.spans[i].critical, res.spans[i].depth, i))
         res.spans.pop(drop)
@@ -437,15 +591,17 @@ def _render_trace(
                 f"spans dropped to fit ~{budget} tokens (deepest non-critical first); "
                 "raise max_tokens or query search_traces for detail"
             )
-        text = _trace_text(res, tree.spans[main_root])
+        text = _trace_text(res, root, redact)
     return res, text
 
 
-def _trace_text(res: GetTraceResult, root: Span) -> str:
-    root_name = scrub(root.name, max_chars=120)  # outside the fence: observed text, so scrubbed and redacted
+def _trace_text(res: GetTraceResult, root: Span, redact: Redactor | None) -> str:
+    # Outside the fence: observed text, so scrubbed and redacted.
+    root_name = scrub(root.name, redact_secrets=redact, max_chars=120)
+    root_service = scrub(root.service, redact_secrets=redact, max_chars=120)
     head = [
         f"trace {res.trace_id}: {format_duration(res.duration_ms * 1e6)} from {res.start}, {res.span_count} spans, "
-        f"{len(res.services)} services, {res.error_count} error spans. Root: {root.service} {root_name}.",
+        f"{len(res.services)} services, {res.error_count} error spans. Root: {root_service} {root_name}.",
         "columns: [*=critical path] service operation kind duration (self time) status",
     ]
     fence = Fence()
