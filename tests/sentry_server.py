@@ -6,6 +6,10 @@ record every request the source sends, and check each one against the operations
 (tests/data/vendor/sentry/openapi-subset.json): method, path template and its parameters, every query
 parameter (declared by the operation, value valid for its schema, required ones present), the bearer token
 the `auth_token` security scheme asks for, and no body on a GET.
+
+Paged answers carry the headers Sentry sends (tests/data/vendor/sentry/headers.md): a Link header with a
+"previous" and a "next" link, each with `results="true|false"` and `cursor="..."`, and X-Hits (the match count)
+on the issue list.
 """
 
 from __future__ import annotations
@@ -24,6 +28,21 @@ from tests.faulty_backend import FaultyBackend, Reply, Seen
 VENDOR = Path(__file__).parent / "data" / "vendor" / "sentry"
 SPEC: dict[str, Any] = json.loads((VENDOR / "openapi-subset.json").read_text())
 ORG = "hub-ca"
+
+
+def cursor_link(url: str, name: str, cursor: str, results: bool) -> str:
+    """One link as Sentry builds it: the request URL (other query parameters kept) with `&cursor=` appended."""
+    sep = "&" if "?" in url else "?&"
+    flag = "true" if results else "false"
+    return f'<{url}{sep}cursor={cursor}>; rel="{name}"; results="{flag}"; cursor="{cursor}"'
+
+
+def paging_headers(
+    url: str, *, next_cursor: str = "0:100:0", more: bool = False, prev_cursor: str = "0:0:1", hits: int | None = None
+) -> dict[str, str]:
+    """Link (previous, next; Sentry always sends both) and, for counted lists, X-Hits."""
+    link = ", ".join([cursor_link(url, "previous", prev_cursor, False), cursor_link(url, "next", next_cursor, more)])
+    return {"Link": link} | ({"X-Hits": str(hits)} if hits is not None else {})
 
 
 def recorded(name: str) -> Any:
@@ -179,6 +198,10 @@ class SentryBackend:
     def path(self, tail: str) -> str:
         return f"{self.prefix}/api/0/organizations/{self.org}/{tail}"
 
+    def paging(self, tail: str, **kw: Any) -> dict[str, str]:
+        """Sentry's paging headers for a list at `tail` (see `paging_headers`)."""
+        return paging_headers(self.server.url + self.path(tail), **kw)
+
     def answer(self, tail: str, *replies: Reply, then: Reply | None = None) -> None:
         self.server.script(self.path(tail), *replies, then=then)
 
@@ -187,8 +210,9 @@ class SentryBackend:
         if region_url is not None:
             org["links"]["regionUrl"] = region_url
         self.answer("", then=Reply(200, org))
-        self.answer("projects/", then=Reply(200, recorded("projects")))
-        self.answer("issues/", then=Reply(200, recorded("issues")))
+        self.answer("projects/", then=Reply(200, recorded("projects"), self.paging("projects/")))
+        issues = recorded("issues")
+        self.answer("issues/", then=Reply(200, issues, self.paging("issues/", hits=len(issues))))
         self.answer(f"issues/{issue_id}/", then=Reply(200, recorded("issue")))
         self.answer(f"issues/{issue_id}/events/latest/", then=Reply(200, recorded("event_latest")))
         self.answer(f"issues/{issue_id}/events/", then=Reply(200, recorded("issue_events")))

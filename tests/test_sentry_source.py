@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
 
 from obsmcp.http import BackendRateLimited, RetryPolicy, close_all
 from obsmcp.sources import sentry
 from obsmcp.sources.base import ErrorQuery, ErrorSource, SourceError
 from obsmcp.sources.config import BackendConfig
 from obsmcp.timerange import now_ns
+from tests.conftest import call_tool
 from tests.faulty_backend import Reply
 from tests.sentry_server import ORG, SentryBackend, recorded, scopes, validate_response
+from tests.test_remote_tools import sentry_backend, serving
 
 pytestmark = pytest.mark.anyio
 HOUR_NS = 3600 * 10**9
@@ -143,24 +146,191 @@ async def test_sort_and_time_range_map_to_sentry_parameters(
     assert sent["start"].endswith("Z") and sent["end"].endswith("Z")
     await source.find_errors(query(sort="recent", limit=5))
     assert dict(params(backend, "issues/"))["sort"] == "date"
-    assert dict(params(backend, "issues/"))["limit"] == "6"  # one more than asked: "there are more" is exact
+    assert dict(params(backend, "issues/"))["limit"] == "5"  # as asked: the Link header says whether there are more
     backend.validated()
     with pytest.raises(SourceError, match="sort='loudest'"):
         await source.find_errors(query(sort="loudest"))
 
 
-async def test_more_issues_than_the_limit_are_reported_not_dropped_silently(
+def _issues(n: int, first_id: int = 7000) -> list[dict[str, Any]]:
+    """`n` issues of the recorded shape with distinct ids."""
+    template = recorded("issues")[0]
+    return [template | {"id": str(first_id + k), "shortId": f"HUB-CA-AUTH-{first_id + k}"} for k in range(n)]
+
+
+async def test_more_issues_than_the_limit_give_the_total_and_a_cursor_to_the_next_page(
     source: sentry.SentrySource, backend: SentryBackend
 ) -> None:
+    issues = recorded("issues")
+    backend.answer(
+        "issues/",
+        Reply(200, issues[:1], backend.paging("issues/", next_cursor="1732160000000:0:0", more=True, hits=2)),
+        Reply(200, issues[1:], backend.paging("issues/", next_cursor="1732150000000:0:0", more=False, hits=2)),
+    )
     page = await source.find_errors(query(limit=1))
     assert [g.error_id for g in page.groups] == ["sentry:6001"]
-    assert page.total is None and page.total_estimated
-    assert any("more than 1 issues match" in n for n in page.notes)
-    # Beyond Sentry's page size: one page of 100, and the page says so.
-    page = await source.find_errors(query(limit=150))
-    assert dict(params(backend, "issues/"))["limit"] == "100"
-    assert any("at most 100 issues" in n for n in page.notes)
+    assert (page.total, page.total_estimated, page.next_cursor) == (2, False, "1732160000000:0:0")
+    assert any("2 issues match, 1 shown" in n for n in page.notes)
+    # The cursor continues where the first page stopped, with the same query.
+    page = await source.find_errors(query(limit=1), cursor=page.next_cursor)
+    sent = params(backend, "issues/")
+    assert ("cursor", "1732160000000:0:0") in sent and ("limit", "1") in sent
+    assert [g.error_id for g in page.groups] == ["sentry:6002"] and page.next_cursor is None
+    assert not any("shown" in n for n in page.notes)
     backend.validated()
+
+
+async def test_a_limit_beyond_sentrys_page_size_follows_the_cursor(
+    source: sentry.SentrySource, backend: SentryBackend
+) -> None:
+    backend.answer(
+        "issues/",
+        Reply(200, _issues(100), backend.paging("issues/", next_cursor="0:100:0", more=True, hits=1000)),
+        Reply(200, _issues(50, 7100), backend.paging("issues/", next_cursor="0:150:0", more=True, hits=1000)),
+        then=Reply(200, _issues(100), backend.paging("issues/", more=True, hits=1000)),
+    )
+    page = await source.find_errors(query(limit=150))
+    first, second = backend.server.seen(backend.path("issues/"))
+    assert ("limit", "100") in first.query and not any(k == "cursor" for k, _ in first.query)
+    assert ("limit", "50") in second.query and ("cursor", "0:100:0") in second.query
+    assert len(page.groups) == 150 and page.groups[-1].error_id == "sentry:7149"
+    assert (page.total, page.next_cursor) == (1000, "0:150:0")
+    assert any("1000 issues match, 150 shown" in n for n in page.notes)
+    # Beyond what one call reads: the page says so.
+    page = await source.find_errors(query(limit=250))
+    assert len(page.groups) == 200 and any("at most 200 Sentry issues" in n for n in page.notes)
+    backend.validated()
+
+
+async def test_a_count_at_x_max_hits_is_a_lower_bound(source: sentry.SentrySource, backend: SentryBackend) -> None:
+    headers = backend.paging("issues/", more=True, hits=1000) | {"X-Max-Hits": "1000"}
+    backend.answer("issues/", Reply(200, _issues(3), headers))
+    page = await source.find_errors(query(limit=3))
+    assert (page.total, page.total_estimated) == (1000, True)
+    assert any("at least 1000 issues match, 3 shown" in n for n in page.notes)
+
+
+async def test_without_paging_headers_a_full_page_says_more_may_match(
+    source: sentry.SentrySource, backend: SentryBackend
+) -> None:
+    # A proxy that strips headers, or a Sentry-compatible server that sends none.
+    backend.answer("issues/", Reply(200, _issues(3)))
+    page = await source.find_errors(query(limit=3))
+    assert (page.total, page.total_estimated, page.next_cursor) == (None, True, None)
+    assert any("more issues match, 3 shown" in n for n in page.notes)
+    backend.answer("issues/", Reply(200, _issues(2)))
+    page = await source.find_errors(query(limit=3, sort="new"))
+    assert page.total is None and not any("shown" in n for n in page.notes)
+
+
+async def test_the_find_errors_tool_tells_the_agent_how_many_issues_match(
+    backend: SentryBackend, tmp_path: Path
+) -> None:
+    # Through the MCP tool: the agent sees Sentry's X-Hits count, not just the page it got.
+    backend.answer("issues/", then=Reply(200, _issues(3), backend.paging("issues/", more=True, hits=40)))
+    cfg = sentry_backend(backend)
+    with serving(tmp_path, cfg) as rt:
+        async with Client(rt.mcp) as client:
+            r = await call_tool(client, "find_errors", {"start": "24h", "limit": 3, "backend": cfg["name"]})
+    out = r.structured_content
+    assert (out["total"], out["returned"], out["truncated"]) == (40, 3, True)
+    assert any("40 issues match, 3 shown" in n for n in out["notes"])
+    assert "37 more groups not shown" in r.content[0].text
+    backend.validated()
+
+
+# -- projects beyond the first page --------------------------------------------------------------------------------
+
+
+def _projects(first_id: int, n: int) -> list[dict[str, Any]]:
+    template = recorded("projects")[0]
+    return [
+        template | {"id": str(first_id + k), "slug": f"svc-{first_id + k}", "name": f"svc-{first_id + k}"}
+        for k in range(n)
+    ]
+
+
+async def test_project_resolution_follows_the_link_cursor_past_the_first_100(backend: SentryBackend) -> None:
+    backend.answer(
+        "projects/",
+        Reply(200, _projects(1000, 100), backend.paging("projects/", next_cursor="100:1:0", more=True)),
+        Reply(200, _projects(1100, 100), backend.paging("projects/", next_cursor="100:2:0", more=True)),
+        Reply(200, _projects(1200, 7), backend.paging("projects/", next_cursor="100:3:0", more=False)),
+    )
+    s = make_source(backend.url)
+    project, _ = await s.resolve_project("svc-1205")
+    assert project.id == "1205"
+    cursors = [dict(r.query).get("cursor") for r in backend.server.seen(backend.path("projects/"))]
+    assert cursors == [None, "100:1:0", "100:2:0"]
+    await s.find_errors(query(service="svc-1205"))
+    assert ("project", "1205") in params(backend, "issues/")
+    assert backend.server.count(backend.path("projects/")) == 3  # every page came from the metadata cache
+    backend.validated()
+    await s.aclose()
+
+
+async def test_project_listing_stops_at_its_page_bound_and_says_so(backend: SentryBackend) -> None:
+    pages = [
+        Reply(200, _projects(1000 + 100 * k, 100), backend.paging("projects/", next_cursor=f"100:{k + 1}:0", more=True))
+        for k in range(sentry.PROJECT_PAGES + 2)
+    ]
+    backend.answer("projects/", *pages)
+    s = make_source(backend.url)
+    with pytest.raises(SourceError, match=r"only the first 10 pages, 1000 projects, were searched"):
+        await s.resolve_project("svc-2050")  # on page 11
+    assert backend.server.count(backend.path("projects/")) == sentry.PROJECT_PAGES
+    backend.validated()
+    await s.aclose()
+
+
+# -- the Link header as Sentry sends it ------------------------------------------------------------------------------
+
+# From https://docs.sentry.io/api/pagination/ (tests/data/vendor/sentry/headers.md).
+DOCS_LINK = (
+    '<https://sentry.io/api/0/organizations/acme/issues/123456/events/?&cursor=0:0:1>; rel="previous"; '
+    'results="false"; cursor="0:0:1", <https://sentry.io/api/0/organizations/acme/issues/123456/events/'
+    '?&cursor=0:100:0>; rel="next"; results="true"; cursor="0:100:0"'
+)
+
+
+def test_link_header_from_sentrys_docs() -> None:
+    links = sentry.parse_link_header(DOCS_LINK)
+    assert [(link.params["rel"], link.params["results"], link.params["cursor"]) for link in links] == [
+        ("previous", "false", "0:0:1"),
+        ("next", "true", "0:100:0"),
+    ]
+    assert links[1].url == "https://sentry.io/api/0/organizations/acme/issues/123456/events/?&cursor=0:100:0"
+    assert sentry.next_page(DOCS_LINK) == sentry._Paging(cursor="0:100:0", more=True)
+    last = DOCS_LINK.replace('results="true"', 'results="false"')
+    assert sentry.next_page(last).more is False and sentry.next_page(last).cursor == "0:100:0"
+
+
+def test_link_header_variants_are_read_robustly() -> None:
+    # Older Sentry: no cursor attribute, the cursor is in the URL.
+    old = (
+        '<https://s.example/api/0/x/?&cursor=0:0:1>; rel="previous"; results="false", '
+        '<https://s.example/api/0/x/?query=a%2Cb&cursor=0:25:0>; rel="next"; results="true"'
+    )
+    assert sentry.next_page(old) == sentry._Paging(cursor="0:25:0", more=True)
+    # Unquoted tokens, other case, extra whitespace, a comma and escaped quotes inside quoted values, several rels.
+    odd = (
+        '<https://s.example/a?x=1,2>;REL=next ;Results=TRUE; title="a, \\"b\\"";cursor=c:1:0 ,'
+        '<https://s.example/b>; rel="prev start"'
+    )
+    links = sentry.parse_link_header(odd)
+    assert [link.url for link in links] == ["https://s.example/a?x=1,2", "https://s.example/b"]
+    assert links[0].params == {"rel": "next", "results": "TRUE", "title": 'a, "b"', "cursor": "c:1:0"}
+    assert sentry.next_page(odd) == sentry._Paging(cursor="c:1:0", more=True)
+    assert sentry.next_page('<https://s.example/a>; rel="alternate next"; cursor="z"').cursor == "z"
+    # Missing pieces: no next link, a next link with no cursor at all, no results attribute, garbage.
+    assert sentry.next_page(DOCS_LINK.split(", <")[0]) == sentry._Paging(cursor=None, more=None)
+    assert sentry.next_page('<https://s.example/a>; rel="next"; results="true"') == sentry._Paging(None, False)
+    assert sentry.next_page('<https://s.example/a>; rel="next"; cursor="k"') == sentry._Paging("k", True)
+    assert sentry.next_page(None) == sentry.next_page("") == sentry._Paging(None, None)
+    junk = 'garbage, "quoted, comma", <https://s.example/n>; rel=next; cursor="n:1:0"; results="true"'
+    assert sentry.next_page(junk) == sentry._Paging("n:1:0", True)
+    assert sentry.parse_link_header('<https://s.example/unterminated; rel="next"') == []
+    assert sentry.parse_link_header('<https://s.example/q>; rel="next"; cursor="open')[0].params["cursor"] == "open"
 
 
 # -- get_error_details --------------------------------------------------------------------------------------------

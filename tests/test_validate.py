@@ -5,6 +5,7 @@ with a backfilled series for job "hub-ca-auth") and a backend URL where nothing 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,6 +148,23 @@ def test_validate_fails_a_backend_that_refuses_connections_and_still_checks_the_
     assert down["query_metrics"]["status"] == "SKIP"
     assert "list_metrics did not pass" in down["query_metrics"]["error"]
     assert all(c["status"] == "PASS" for c in by_backend(checks, "store").values())
+
+
+def test_validate_checks_its_own_backends_while_a_server_without_them_owns_the_store(
+    server_factory: Any, demo_dir: Path, tmp_path: Path
+) -> None:
+    # A server started without backends owns the data directory: the store is checked through it, and the
+    # backends of validate's own configuration are still called (not skipped because that server lacks them).
+    data = tmp_path / "owned"
+    shutil.copytree(demo_dir, data)
+    server_factory(data_dir=data)
+    dead = f"http://127.0.0.1:{free_port()}"
+    cfg = write_config(tmp_path / "obsmcp.toml", [{"name": "prom-down", "kind": "prometheus", "url": dead}])
+    code, checks, _ = validate_json("--config", str(cfg), "--data-dir", str(data))
+    assert code == 1
+    assert all(c["status"] == "PASS" for c in by_backend(checks, "store").values())
+    down = by_backend(checks, "prom-down")
+    assert down["list_metrics"]["status"] == "FAIL" and "could not connect" in down["list_metrics"]["error"]
 
 
 @pytest.mark.parametrize(

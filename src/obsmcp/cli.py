@@ -600,13 +600,31 @@ def validate(
 async def _validate(settings: Settings, service: str | None) -> Any:
     from mcp import Client
 
+    from obsmcp import runtime
     from obsmcp import validate as validation
 
+    every = validation.targets(settings)
+    checks = []
+    # The store: this process's, or the running server's that owns the data directory.
     with _mcp_target(settings) as target:
         async with Client(target) as client:
             listed = await client.list_tools()
             tools = {t.name: t.input_schema for t in listed.tools}
-            return await validation.validate(client, tools, validation.targets(settings), service)
+            report = await validation.validate(client, tools, [t for t in every if not t.remote], service)
+            checks += report.checks
+    remote = [t for t in every if t.remote]
+    if remote:
+        # The backends of *this* configuration, in-process (with an empty in-memory store beside them): a running
+        # server on the data directory may have been started with other backends, or none.
+        rt = runtime.Runtime.open(settings.model_copy(update={"store": None}), in_memory=True)
+        try:
+            async with Client(rt.mcp) as client:
+                listed = await client.list_tools()
+                tools = {t.name: t.input_schema for t in listed.tools}
+                checks += (await validation.validate(client, tools, remote, service)).checks
+        finally:
+            rt.close()
+    return validation.Report(checks)
 
 
 @app.command()

@@ -21,10 +21,12 @@ is the sentry.io apex, the source asks it once for the organization (`links.regi
 and sends everything else to that region; it follows only an https `*.sentry.io` address, so a token never
 goes to a host taken from a response. A region URL or a self-hosted SENTRY_URL is used as given.
 
-Pagination: Sentry pages with Link-header cursors (and counts matches in X-Hits), which `obsmcp.http` does
-not expose (it returns the JSON body only). Until it does, a request asks for one more issue than the
-caller's limit (at most 100, Sentry's page size) so that "there are more" is known exactly, the page says so
-instead of giving a cursor, and the project list is its first page of 100 (a resolution failure says so).
+Pagination: Sentry pages with cursors in the Link header (RFC 8288 links, each with `rel`, `results="true|false"`
+and `cursor="..."`, https://docs.sentry.io/api/pagination/) and counts matches in X-Hits (capped at X-Max-Hits).
+find_errors asks for the caller's limit (several pages of at most 100 when the limit is larger), returns the
+rel="next" cursor when it has results as the page's `next_cursor`, and X-Hits as the total; a cursor given to
+`find_errors(q, cursor=...)` continues from there. The project list follows its cursor for at most
+`PROJECT_PAGES` pages (a resolution failure says when that bound was hit).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import structlog
 
@@ -59,6 +61,8 @@ log = structlog.get_logger("obsmcp.sources.sentry")
 
 ID_PREFIX = "sentry:"
 PAGE_MAX = 100  # Sentry's page size limit for issues, events and projects
+PROJECT_PAGES = 10  # project list pages followed for slug <-> id resolution (1,000 projects)
+ISSUE_PAGES = 2  # issue pages one find_errors call reads (the tools' limit is at most 200)
 ISSUE_QUERY = "is:unresolved issue.category:error"  # what is broken now; performance issues are not errors
 _SORT = {"count": "freq", "recent": "date", "new": "new"}
 _ISSUE_ID = re.compile(r"^[0-9]{1,20}$|^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")  # numeric id, or a short id (APP-1A)
@@ -105,6 +109,7 @@ class SentrySource:
         self._region_checked = not lookup
         self._trust_region = trust_region or _is_sentry_region
         self._region_lock = asyncio.Lock()
+        self._projects_truncated = False  # the last project listing stopped at PROJECT_PAGES
 
     @property
     def client(self) -> BackendClient:
@@ -130,19 +135,19 @@ class SentrySource:
 
     # -- ErrorSource -------------------------------------------------------------------------------------------
 
-    async def find_errors(self, q: ErrorQuery) -> ErrorPage:
+    async def find_errors(self, q: ErrorQuery, cursor: str | None = None) -> ErrorPage:
+        """Issues matching `q`, from the first page or from `cursor` (a `next_cursor` this source returned)."""
         if q.sort not in _SORT:
             raise SourceError(f"sort={q.sort!r} is unknown to the Sentry source: use count, recent or new")
         if q.limit < 1:
             raise SourceError("limit must be at least 1")
         notes: list[str] = []
-        want = min(q.limit, PAGE_MAX)
-        if q.limit > PAGE_MAX:
-            notes.append(f"Sentry pages hold at most {PAGE_MAX} issues: showing the first {PAGE_MAX}")
+        want = min(q.limit, PAGE_MAX * ISSUE_PAGES)
+        if q.limit > want:
+            notes.append(f"one call reads at most {want} Sentry issues: showing the first {want}")
         params: list[tuple[str, str]] = [
             ("query", ISSUE_QUERY),
             ("sort", _SORT[q.sort]),
-            ("limit", str(min(want + 1, PAGE_MAX))),
             ("start", format_ns(q.start_ns)),
             ("end", format_ns(q.end_ns)),
             ("collapse", "stats"),
@@ -151,26 +156,50 @@ class SentrySource:
             project, _ = await self.resolve_project(q.service)
             params.append(("project", project.id))
         params += self._environment()
-        result = await self._get(
-            f"{self._org_path()}/issues/", params, what="list issues", scope="event:read", cache="query"
-        )
-        issues = _list(result.data, "issues")
-        # Asked for one more than wanted, except at Sentry's page size: a full page there may have more.
-        more = len(issues) > want or len(issues) == PAGE_MAX
-        groups = [_group(issue) for issue in issues[:want]]
+        issues: list[Any] = []
+        first: JsonResult | None = None
+        paging = _Paging(cursor=cursor.strip() if cursor else None, more=None)
+        hits: tuple[int, bool] | None = None
+        while len(issues) < want:
+            page_params = [*params, ("limit", str(min(want - len(issues), PAGE_MAX)))]
+            if paging.cursor:
+                page_params.append(("cursor", paging.cursor))
+            result = await self._get(
+                f"{self._org_path()}/issues/", page_params, what="list issues", scope="event:read", cache="query"
+            )
+            first = first or result
+            hits = hits or _hits(result.headers)  # X-Hits counts the whole query: the first page's is the figure
+            batch = _list(result.data, "issues")[: want - len(issues)]
+            issues += batch
+            paging = next_page(result.headers.get("link"))
+            if not batch or paging.more is not True:
+                break
+        assert first is not None  # the loop runs at least once (want >= 1)
+        groups = [_group(issue) for issue in issues]
         await self._attach_traces(groups, notes)
+        total, estimated = _total(hits, len(groups), paging)
+        if paging.more is not None:
+            more = paging.more
+        elif total is not None and not estimated:
+            more = total > len(groups)
+        else:  # no Link header and no count: a full page may have more
+            more = len(groups) == want
         if more:
-            at_least = "at least" if len(issues) == want else "more than"
-            notes.append(f"{at_least} {want} issues match: narrow the time range or filter by service")
+            count = f"{total} issues match" if total is not None else "more issues match"
+            prefix = "at least " if estimated and total is not None else ""
+            notes.append(
+                f"{prefix}{count}, {len(groups)} shown: narrow the time range, filter by service or sort differently"
+            )
         notes.append(
             f"Sentry issues matching `{ISSUE_QUERY}`"
             + (f" in environment {self.environment}" if self.environment else "")
         )
         return ErrorPage(
-            total=None if more else len(groups),
-            total_estimated=more,
+            total=total,
+            total_estimated=estimated,
+            next_cursor=paging.cursor if paging.more else None,
             notes=notes,
-            freshness=result.freshness,
+            freshness=first.freshness,
             groups=groups,
         )
 
@@ -295,7 +324,11 @@ class SentrySource:
         except AmbiguousServiceError as exc:
             raise SourceError(f"Sentry org {self.org}: {exc}: name the project slug") from exc
         except ServiceNotFoundError as exc:
-            more = f" (only the first {PAGE_MAX} projects were searched)" if len(projects) >= PAGE_MAX else ""
+            more = (
+                f" (only the first {PROJECT_PAGES} pages, {len(projects)} projects, were searched)"
+                if self._projects_truncated
+                else ""
+            )
             raise SourceError(
                 f"Sentry org {self.org} has no project matching {service!r}{more}: {exc}. Use a project slug "
                 "from list_services, or check SENTRY_ORG"
@@ -303,19 +336,33 @@ class SentrySource:
         return by_slug[slug], result
 
     async def _projects(self) -> tuple[list[Project], JsonResult]:
-        result = await self._get(
-            f"{self._org_path()}/projects/",
-            {"per_page": str(PAGE_MAX)},
-            what="list projects",
-            scope="org:read",
-            cache="metadata",
-        )
-        projects = [
-            Project(slug=str(p["slug"]), id=str(p["id"]), name=str(p.get("name") or p["slug"]))
-            for p in _list(result.data, "projects")
-            if isinstance(p, Mapping) and p.get("slug") and p.get("id") is not None
-        ]
-        return projects, result
+        """Every project of the organization, following the Link cursor for at most `PROJECT_PAGES` pages
+        (each page cached with the metadata TTL); the first page's result (its freshness)."""
+        projects: list[Project] = []
+        first: JsonResult | None = None
+        cursor: str | None = None
+        for _ in range(PROJECT_PAGES):
+            params = {"per_page": str(PAGE_MAX)} | ({"cursor": cursor} if cursor else {})
+            result = await self._get(
+                f"{self._org_path()}/projects/", params, what="list projects", scope="org:read", cache="metadata"
+            )
+            first = first or result
+            projects += [
+                Project(slug=str(p["slug"]), id=str(p["id"]), name=str(p.get("name") or p["slug"]))
+                for p in _list(result.data, "projects")
+                if isinstance(p, Mapping) and p.get("slug") and p.get("id") is not None
+            ]
+            paging = next_page(result.headers.get("link"))
+            if not paging.more or not paging.cursor:
+                self._projects_truncated = False
+                break
+            cursor = paging.cursor
+        else:
+            # Bounded: an organization with more projects resolves names among the first pages only.
+            self._projects_truncated = True
+            log.warning("sentry_projects_truncated", backend=self.name, pages=PROJECT_PAGES, projects=len(projects))
+        assert first is not None  # PROJECT_PAGES >= 1
+        return projects, first
 
     async def _slugs_by_id(self) -> dict[str, str]:
         return {p.id: p.slug for p in (await self._projects())[0]}
@@ -406,6 +453,149 @@ class SentrySource:
 def from_config(cfg: BackendConfig) -> SentrySource:
     """The Sentry source of a `[[backends]]` table (or SENTRY_AUTH_TOKEN / SENTRY_ORG / SENTRY_URL)."""
     return SentrySource(cfg)
+
+
+# -- paging (pure) -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One link of a Link header: its target and its parameters (names lowercased, values unquoted)."""
+
+    url: str
+    params: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Paging:
+    """Where the next page starts; `more` is None when the answer said nothing (no Link header or no next)."""
+
+    cursor: str | None
+    more: bool | None
+
+
+def parse_link_header(value: str | None) -> list[Link]:
+    """The links of an RFC 8288 Link header: `<url>; name=token; name="quoted, \\"escaped\\"", <url2>; ...`.
+    Commas inside `<...>` or quotes do not split links; a malformed link is skipped up to the next comma."""
+    links: list[Link] = []
+    text, i, n = value or "", 0, len(value or "")
+    while i < n:
+        while i < n and text[i] in " \t,":
+            i += 1
+        if i >= n:
+            break
+        if text[i] != "<" or (close := text.find(">", i)) < 0:
+            i = _skip_link(text, i)
+            continue
+        url, i = text[i + 1 : close].strip(), close + 1
+        params: dict[str, str] = {}
+        while True:
+            while i < n and text[i] in " \t":
+                i += 1
+            if i >= n or text[i] != ";":
+                break
+            i += 1
+            while i < n and text[i] in " \t":
+                i += 1
+            name_start = i
+            while i < n and text[i] not in "=;, \t":
+                i += 1
+            name = text[name_start:i].lower()
+            while i < n and text[i] in " \t":
+                i += 1
+            val = ""
+            if i < n and text[i] == "=":
+                i += 1
+                while i < n and text[i] in " \t":
+                    i += 1
+                if i < n and text[i] == '"':
+                    val, i = _quoted(text, i)
+                else:
+                    val_start = i
+                    while i < n and text[i] not in ";,":
+                        i += 1
+                    val = text[val_start:i].strip()
+            if name and name not in params:  # RFC 8288: occurrences after the first are ignored
+                params[name] = val
+        links.append(Link(url, params))
+        if i < n and text[i] != ",":
+            i = _skip_link(text, i)
+    return links
+
+
+def _quoted(text: str, i: int) -> tuple[str, int]:
+    """The quoted string starting at text[i] == '"', unescaped, and the index after its closing quote (or the
+    end of the text when it is unterminated)."""
+    out: list[str] = []
+    i += 1
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+        elif c == '"':
+            return "".join(out), i + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out), i
+
+
+def _skip_link(text: str, i: int) -> int:
+    """The index of the next comma outside quotes and angle brackets (the end of a malformed link)."""
+    quoted = angled = False
+    while i < len(text):
+        c = text[i]
+        if quoted:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == "<":
+            angled = True
+        elif c == ">":
+            angled = False
+        elif c == "," and not angled:
+            return i + 1
+        i += 1
+    return i
+
+
+def next_page(link_header: str | None) -> _Paging:
+    """Sentry's next page from its Link header: the rel="next" link's `cursor` (or the `cursor` of its URL when
+    the attribute is missing, as in older Sentry), and whether it has results (`results="false"`: the end;
+    no `results` attribute: a next link with a cursor is taken to have some)."""
+    for link in parse_link_header(link_header):
+        if "next" not in link.params.get("rel", "").lower().split():
+            continue
+        cursor = link.params.get("cursor") or next(iter(parse_qs(urlsplit(link.url).query).get("cursor", [])), "")
+        results = link.params.get("results", "").lower()
+        if results == "false":
+            return _Paging(cursor=cursor or None, more=False)
+        return _Paging(cursor=cursor or None, more=bool(cursor))
+    return _Paging(cursor=None, more=None)
+
+
+def _hits(headers: Mapping[str, str]) -> tuple[int, bool] | None:
+    """X-Hits as (count, capped): Sentry stops counting at X-Max-Hits, so a count there is a lower bound."""
+    raw = headers.get("x-hits", "").strip()
+    if not raw.isdigit():
+        return None
+    hits, cap = int(raw), headers.get("x-max-hits", "").strip()
+    return hits, cap.isdigit() and hits >= int(cap)
+
+
+def _total(hits: tuple[int, bool] | None, shown: int, paging: _Paging) -> tuple[int | None, bool]:
+    """The page's total and whether it is a lower bound: X-Hits when sent, else exact only when the answer
+    says there is no next page."""
+    if hits is not None:
+        count, capped = hits
+        return max(count, shown), capped
+    if paging.more is False:
+        return shown, False
+    return None, True
 
 
 # -- mapping (pure) ------------------------------------------------------------------------------------------

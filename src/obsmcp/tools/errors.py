@@ -204,10 +204,11 @@ FROM keyed GROUP BY gid""",
         for gid, kind, etype, raw_msg, frame, n, lo, hi, services, ops, tids in rows
     ]
     occurrences = sum(g.count for g in out)
+    # The error id breaks ties: the engine's GROUP BY order is not stable, and answers must not depend on it.
     key = {
-        "count": lambda g: (-g.count, g.last_seen),
-        "recent": lambda g: g.last_seen,
-        "new": lambda g: g.first_seen,
+        "count": lambda g: (-g.count, g.last_seen, g.error_id),
+        "recent": lambda g: (g.last_seen, g.error_id),
+        "new": lambda g: (g.first_seen, g.error_id),
     }[sort]
     out.sort(key=key, reverse=sort != "count")
     total = len(out)
