@@ -69,6 +69,9 @@ class SLOConfig(BaseModel):
     metric: str | None = Field(None, description="source=metric: histogram (latency) or counter name")
     good_metric: str | None = Field(None, description="source=metric: counter of good events")
     total_metric: str | None = Field(None, description="source=metric: counter of all events")
+    backend: str | None = Field(
+        None, description="a Prometheus backend's name: count requests from its standard HTTP server histogram"
+    )
 
     @field_validator("objective")
     @classmethod
@@ -111,6 +114,24 @@ class SLOConfig(BaseModel):
                 raise ValueError("operation filters entry spans: it needs source = 'spans'")
         elif self.metric or self.good_metric or self.total_metric:
             raise ValueError("metric/good_metric/total_metric need source = 'metric'")
+        if self.backend is not None:
+            # Prometheus' HTTP server histogram says whether a request failed (5xx) and how long it took:
+            # nothing else, and not per operation.
+            if self.sli == "error_rate":
+                raise ValueError(
+                    "field 'backend': a Prometheus HTTP server histogram gives availability or latency, not "
+                    "error_rate: use sli = 'availability', or remove backend to count spans"
+                )
+            if self.source == "metric":
+                raise ValueError(
+                    "field 'backend': source = 'metric' counts obsmcp's own store; remove source/metric to count "
+                    "from the backend, or remove backend"
+                )
+            if self.operation is not None:
+                raise ValueError(
+                    "field 'backend': operation filters spans, which a Prometheus histogram has not: remove "
+                    "operation, or remove backend to count spans"
+                )
         return self
 
     @property
@@ -367,6 +388,28 @@ class Settings(BaseSettings):
             raise ValueError(f"SLO names must be unique: {', '.join(dup)} appear more than once")
         return out
 
+    @model_validator(mode="after")
+    def _slo_backends(self) -> Settings:
+        """An SLO's backend names a configured Prometheus backend (checked at start, not at the first report)."""
+        kinds = {b.name: b.kind for b in self.backends}
+        for slo in self.slos:
+            if slo.backend is None:
+                continue
+            if slo.backend not in kinds:
+                named = ", ".join(n for n, k in kinds.items() if k == "prometheus") or "none"
+                raise ValueError(
+                    f"slos: SLO {slo.name!r}: backend = {slo.backend!r} names no configured backend (Prometheus "
+                    f"backends: {named}): fix the name, add a [[backends]] table with name = {slo.backend!r} and "
+                    "kind = 'prometheus', or remove backend to count spans"
+                )
+            if kinds[slo.backend] != "prometheus":
+                raise ValueError(
+                    f"slos: SLO {slo.name!r}: backend = {slo.backend!r} is a {kinds[slo.backend]} backend; SLOs are "
+                    "counted from a Prometheus HTTP server histogram: name a kind = 'prometheus' backend, or remove "
+                    "backend to count spans"
+                )
+        return self
+
     @field_validator("data_dir", mode="before")
     @classmethod
     def _expand(cls, v: Any) -> Any:
@@ -440,6 +483,10 @@ def _explain(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(settings)"
+        if not e["loc"]:
+            # A check across settings (Settings model validators): the message names the keys and the fix.
+            parts.append(str(e["msg"]).removeprefix("Value error, "))
+            continue
         if key == "slos":
             # The SLO validator's message already names the SLO and its field.
             msg = str(e["msg"]).removeprefix("Value error, ")

@@ -14,7 +14,6 @@ query TTL.
 
 from __future__ import annotations
 
-import base64
 import difflib
 import json
 import math
@@ -27,13 +26,11 @@ from typing import Any
 
 from obsmcp.http import (
     BackendClient,
-    BackendClientConfig,
     BackendHTTPError,
-    CachePolicy,
     JsonResult,
-    RateLimit,
     backend_client,
 )
+from obsmcp.sources import remote
 from obsmcp.sources.base import MetricQuery, MetricsList, SeriesPage, SourceError, UnsupportedQuery
 from obsmcp.sources.config import BackendConfig
 from obsmcp.timerange import format_ns
@@ -99,26 +96,6 @@ def from_config(cfg: BackendConfig) -> PrometheusSource:
     return PrometheusSource(cfg)
 
 
-def client_config(cfg: BackendConfig) -> BackendClientConfig:
-    """The resilient client's policy for one configured backend (auth headers included: never logged)."""
-    headers = dict(cfg.headers)
-    if cfg.token is not None:
-        headers["Authorization"] = f"Bearer {cfg.token.get_secret_value()}"
-    elif cfg.username is not None:
-        password = cfg.password.get_secret_value() if cfg.password is not None else ""
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{cfg.username}:{password}".encode()).decode()
-    return BackendClientConfig(
-        name=cfg.name,
-        base_url=cfg.base_url,
-        kind=cfg.kind,
-        connect_timeout_s=cfg.connect_timeout_s,
-        read_timeout_s=cfg.read_timeout_s,
-        headers=headers,
-        cache=CachePolicy(metadata_ttl_s=cfg.metadata_cache_ttl_s, query_ttl_s=cfg.query_cache_ttl_s),
-        rate_limit=RateLimit(cfg.rate_limit_per_s) if cfg.rate_limit_per_s > 0 else None,
-    )
-
-
 class PrometheusSource:
     """MetricSource over the Prometheus HTTP API (/api/v1)."""
 
@@ -129,7 +106,7 @@ class PrometheusSource:
         self.kind = "prometheus"
         self.signals = cfg.routed_signals
         self.config = cfg
-        self.client = client or backend_client(client_config(cfg))
+        self.client = client or backend_client(remote.client_config(cfg))
         self._service_label: dict[str, str] = {}  # service value -> the label it came from (job | service)
 
     def __repr__(self) -> str:
@@ -137,15 +114,9 @@ class PrometheusSource:
 
     # -- plumbing ----------------------------------------------------------------------------------------
 
-    def _call_headers(self) -> dict[str, str] | None:
-        # A token file is read at every call so that a rotated secret takes effect without a restart.
-        if self.config.token_file is not None:
-            return {"Authorization": f"Bearer {self.config.bearer()}"}
-        return None
-
     async def _get(self, path: str, params: Mapping[str, Any] | list[tuple[str, Any]] | None, cache: Any) -> JsonResult:
         try:
-            result = await self.client.get_json(path, params, cache=cache, headers=self._call_headers())
+            result = await self.client.get_json(path, params, cache=cache, headers=remote.call_headers(self.config))
         except BackendHTTPError as e:
             raise self._http_error(e, path) from None
         body = result.data

@@ -1,7 +1,6 @@
-"""What the Loki, Tempo and Jaeger sources share about talking to their backend: the resilient client's policy
-built from a `BackendConfig`, per-call credentials, and HTTP errors turned into messages that say what to do.
-
-(`sources/prometheus.py` has its own `client_config` of the same shape; the two can merge into this one.)
+"""What the Prometheus, Loki, Tempo, Jaeger and Sentry sources share about talking to their backend: the
+resilient client's policy built from a `BackendConfig`, per-call credentials, and HTTP errors turned into
+messages that say what to do. (Datadog authenticates with its own key headers: see sources/datadog.py.)
 """
 
 from __future__ import annotations

@@ -6,10 +6,20 @@ Every window (the report range, each SLO window, the burn-rate windows 5m..3d) e
 are nested: one scan of the longest window puts each span into the innermost window holding it (a "ring") and
 counts good/bad per (service, ring) with FILTER clauses; each window is then a prefix sum of rings. That is one
 pass over the data with a handful of aggregates, rather than one aggregate per window and SLI.
+
+An SLO with `backend = "<prometheus backend>"` is counted by that Prometheus from its standard HTTP server
+histogram instead (`PrometheusSource.slo_events`, one instant query set per window, all windows at once). A
+service named in the call that the store has no spans for, and no SLO in the config, gets the default
+availability and latency SLOs from the first Prometheus backend that knows it: its HTTP server histogram
+measures what entry spans measure (did the request fail on the server, how long did it take), so the
+defaults mean the same thing there; without it the report would only say "no data" for a service whose
+requests Prometheus sees. The default error_rate SLO counts every span, which a histogram cannot: it stays
+"no data" with a note.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,7 +36,12 @@ from obsmcp.analysis.slo import (
     evaluate,
 )
 from obsmcp.config import Settings, SLOConfig, default_slos
+from obsmcp.http import BackendError
+from obsmcp.resolve import resolve_service
 from obsmcp.result import ListResult, estimate_tokens
+from obsmcp.sources.base import SourceError
+from obsmcp.sources.prometheus import PrometheusSource
+from obsmcp.sources.registry import match_service
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import NS_PER_S, format_duration, format_ns, resolve_range
 from obsmcp.tools.context import ToolContext
@@ -329,8 +344,8 @@ def compute_slo_report(
 
     For the `investigate` tool: each SLOStatus carries its burn rates, alert status and compliance.
     """
-    svc = ctx.resolve(service)
     tr = resolve_range(start, end)
+    svc, remote = _resolve(ctx, service, tr.start_ns, tr.end_ns)
     range_s = tr.duration_ns / NS_PER_S
     settings = ctx.settings
     # One scan counts every condition any SLO may need (the defaults' and the configured ones) for every
@@ -338,23 +353,39 @@ def compute_slo_report(
     every = [*default_slos("*"), *settings.slos]
     windows = [range_s, *(w for _, w in BURN_WINDOWS), *(slo.window_s for slo in every)]
     plan = _Plan(ctx, tr.end_ns, windows)
-    wanted = [c for slo in every if slo.source == "spans" for c in _span_counts(slo)]
+    wanted = [c for slo in every if slo.source == "spans" and slo.backend is None for c in _span_counts(slo)]
     per_service, first_seen = _count_spans(ctx, plan, svc, wanted)
     n_range = plan.edges.index(float(range_s)) + 1
     with_spans = {name for name, per in per_service.items() if sum(per[TRAFFIC][:n_range]) > 0}
-    services = [svc] if svc else sorted(with_spans | {s.service for s in settings.slos if s.source == "metric"})
+    remote_slos = {s.service for s in settings.slos if s.source == "metric" or s.backend is not None}
+    services = [svc] if svc else sorted(with_spans | remote_slos)
 
     out: list[ServiceSLOs] = []
     for name in services:
         statuses: list[SLOStatus] = []
-        for slo in slos_for(settings, name):
+        slos = slos_for(settings, name)
+        defined = [s for s in settings.slos if s.service == name]
+        if not defined and remote is None and name not in per_service and svc:
+            remote = _prometheus_knowing(ctx, name, tr.start_ns, tr.end_ns)
+        if not defined and remote is not None:
+            # Defaults from Prometheus (see the module docstring): availability and latency only.
+            slos = [s.model_copy(update={"backend": remote}) if s.sli != "error_rate" else s for s in slos]
+        for slo in slos:
             notes: list[str] = []
+            if slo.backend is not None:
+                statuses.append(_prometheus_status(ctx, plan, slo, range_s, slo in settings.slos))
+                continue
             if slo.source == "spans" and name in per_service:
                 total, bad = _span_counts(slo)
                 per = per_service[name]
                 rings = _Rings(per[total], per[bad], first_seen.get(name))
             elif slo.source == "spans":
                 rings = plan.empty()
+                if remote is not None:
+                    notes.append(
+                        f"error_rate counts every span of {name}; the store has none and {remote}'s HTTP histogram "
+                        "counts requests only: send traces to obsmcp, or configure an availability SLO"
+                    )
             else:
                 rings, notes = _count_metric(ctx, plan, slo)
             statuses.append(
@@ -378,6 +409,144 @@ def compute_slo_report(
     )
 
 
+# -- SLOs counted by Prometheus ------------------------------------------------------------------------------
+
+
+def _prometheus_sources(ctx: ToolContext) -> list[PrometheusSource]:
+    """The Prometheus backends that answer metrics by default, in configuration order."""
+    return [s for s in ctx.sources.for_signal("metrics") if isinstance(s, PrometheusSource)]
+
+
+def _resolve(ctx: ToolContext, service: str | None, start_ns: int, end_ns: int) -> tuple[str | None, str | None]:
+    """(service, Prometheus backend): the store's spelling of a named service; when the store does not know
+    it, the spelling of the first Prometheus backend that does, and that backend's name."""
+    try:
+        return ctx.resolve(service), None
+    except LookupError as e:
+        assert service is not None  # None resolves to None
+        configured = sorted({s.service for s in ctx.settings.slos})
+        try:
+            # A service with SLOs in the config is known even when the store has nothing of it.
+            return resolve_service(service, configured), None
+        except LookupError:
+            pass  # not one of them either: ask the Prometheus backends
+        for source in _prometheus_sources(ctx):
+            try:
+                name = ctx.sources.resolve(source, service, start_ns, end_ns)
+            except (LookupError, BackendError, SourceError):
+                continue  # not there (or that backend is down): the store's own error says what exists
+            if name is not None:
+                return name, source.name
+        raise e from None
+
+
+def _prometheus_knowing(ctx: ToolContext, service: str, start_ns: int, end_ns: int) -> str | None:
+    """The first Prometheus backend with `service` among its services (None: none, or none answered)."""
+    for source in _prometheus_sources(ctx):
+        try:
+            known = ctx.sources.call(source.services(start_ns, end_ns), ctx.sources.timeout_for(source))
+        except (BackendError, SourceError):
+            continue  # the store's "no data" stands; backend_status says why that backend is down
+        if match_service(service, known) is not None:
+            return source.name
+    return None
+
+
+async def _events_per_window(
+    source: PrometheusSource, service: str, slo: SLOConfig, end_ns: int, windows_s: Sequence[float]
+) -> list[tuple[float, float]]:
+    """(good, total) per window ending at `end_ns`, one slo_events call each, all at once."""
+    return list(
+        await asyncio.gather(
+            *(
+                source.slo_events(service, slo.sli, end_ns - int(w * NS_PER_S), end_ns, slo.threshold_ms)
+                for w in windows_s
+            )
+        )
+    )
+
+
+def _covered_s(counts: dict[float, EventCounts], window_s: float, notes: list[str]) -> float:
+    """Seconds of the SLO window that hold data, which Prometheus does not say (it counts requests, not since
+    when), estimated from the nested windows, all ending at `end`.
+
+    A burn window holding fewer requests than the SLO window is wholly covered (data goes back further), so
+    the longest such window gives a whole-window request rate, and the data span is the SLO window's requests
+    at that rate: the budget spent is then the bad requests against those a whole window at that rate allows.
+    When every burn window holds them all, the data lies within the shortest of those windows: its length is
+    taken (an upper bound, so the budget spent is not understated).
+    """
+    win = counts[window_s]
+    if win.total <= 0:
+        return 0.0
+    burn_windows = [float(w) for _, w in BURN_WINDOWS if w <= window_s]
+    full = [w for w in burn_windows if 0 < counts[w].total < win.total * (1 - 1e-9)]
+    if full:
+        w = full[-1]
+        covered = min(window_s, win.total / (counts[w].total / w))
+        if covered < window_s:
+            notes.append(
+                f"data span ~{format_duration(covered * 1e9)} (Prometheus gives no start: estimated at the "
+                f"{format_duration(w * 1e9)} request rate)"
+            )
+        return covered
+    holding = [w for w in burn_windows if counts[w].total >= win.total * (1 - 1e-9)]
+    if holding and holding[0] < window_s:
+        notes.append(
+            f"data span taken as {format_duration(holding[0] * 1e9)}: all of the window's requests are in it "
+            "(an upper bound: the budget spent may be overstated)"
+        )
+        return holding[0]
+    return window_s
+
+
+def _prometheus_status(ctx: ToolContext, plan: _Plan, slo: SLOConfig, range_s: float, defined: bool) -> SLOStatus:
+    """One SLO counted by its Prometheus backend; a backend failure is this SLO's "no data" with the reason."""
+    assert slo.backend is not None
+    label = f"backend {slo.backend} (Prometheus HTTP server histogram)"
+    windows = sorted({float(range_s), float(slo.window_s), *(float(w) for _, w in BURN_WINDOWS)})
+    counts = {w: EventCounts() for w in windows}
+    notes: list[str] = []
+    try:
+        source = ctx.sources.get(slo.backend)
+        if not isinstance(source, PrometheusSource):
+            raise SourceError(f"backend {slo.backend} is a {source.kind} backend: name a Prometheus backend")
+        known = ctx.sources.call(source.services(plan.lo_ns, plan.end_ns), ctx.sources.timeout_for(source))
+        # The SLO names the service as obsmcp does ("checkout"); Prometheus may say "checkout-service".
+        service = match_service(slo.service, known) or slo.service
+        answers = ctx.sources.call(
+            _events_per_window(source, service, slo, plan.end_ns, windows), ctx.sources.timeout_for(source)
+        )
+    except (BackendError, SourceError, LookupError) as e:
+        notes.append(f"{label} failed: {e}")
+    else:
+        for w, (good, total) in zip(windows, answers, strict=True):
+            # Interpolated latency counts are fractional; a total of 0 is "no data", never an SLI of 100%.
+            counts[w] = EventCounts(total=total, bad=max(0.0, total - good))
+        # Freshness: slo_events queries at `end`; the client may answer a repeated query from its cache.
+        cache = source.config.query_cache_ttl_s
+        notes.append(f"{slo.backend}: live" + (f", answers cached up to {cache:g} s" if cache else ""))
+        empty = [lbl for lbl, w in BURN_WINDOWS if counts[float(w)].total <= 0]
+        if empty:
+            notes.append(f"no data from {slo.backend} in the {', '.join(empty)} burn windows (not 0: unknown)")
+    win = counts[float(slo.window_s)]
+    covered = _covered_s(counts, float(slo.window_s), notes)
+    counts[float(slo.window_s)] = EventCounts(total=win.total, bad=win.bad, covered_s=covered)
+    since = int(plan.end_ns - covered * NS_PER_S) if covered > 0 else None
+    burns = {lbl: counts[float(w)] for lbl, w in BURN_WINDOWS}
+    return _evaluated(
+        slo,
+        counts[float(range_s)],
+        counts[float(slo.window_s)],
+        burns,
+        since,
+        notes,
+        defined,
+        ctx.settings.slo_alert_min_bad_events,
+        label,
+    )
+
+
 def _severity(s: SLOStatus) -> tuple[int, int, float]:
     burn = s.burn_rates.get("1h")
     return _ALERT_RANK[s.alert], _COMPLIANCE_RANK[s.compliance], -(burn or 0.0)
@@ -389,14 +558,29 @@ def _status(
     rng = plan.window(rings, range_s)
     win = plan.window(rings, slo.window_s)
     burns = {label: plan.window(rings, w) for label, w in BURN_WINDOWS}
+    since = None
+    if rings.first_ns is not None and win.total > 0:
+        since = max(plan.end_ns - int(slo.window_s * NS_PER_S), rings.first_ns)
+    source = "spans" if slo.source == "spans" else slo.metric or f"{slo.good_metric} / {slo.total_metric}"
+    return _evaluated(slo, rng, win, burns, since, notes, defined, min_bad, source)
+
+
+def _evaluated(
+    slo: SLOConfig,
+    rng: EventCounts,
+    win: EventCounts,
+    burns: dict[str, EventCounts],
+    since_ns: int | None,
+    notes: list[str],
+    defined: bool,
+    min_bad: float,
+    source: str,
+) -> SLOStatus:
+    """The status of one SLO from its counts over the range, the SLO window and each burn window."""
     ev: SLOEvaluation = evaluate(slo.objective, slo.window_s, rng, win, burns, min_bad_events=min_bad)
     if ev.held:
         rules = ", ".join(f"{r.severity} {r.long_window}/{r.short_window}" for r in ev.held)
         notes.append(f"held back ({rules}): fewer than {min_bad:g} bad events in the long window")
-    since = None
-    if rings.first_ns is not None and win.total > 0:
-        since = format_ns(max(plan.end_ns - int(slo.window_s * NS_PER_S), rings.first_ns))
-    source = "spans" if slo.source == "spans" else slo.metric or f"{slo.good_metric} / {slo.total_metric}"
     return SLOStatus(
         name=slo.name,
         service=slo.service,
@@ -414,7 +598,7 @@ def _status(
         events_window=round(win.total),
         bad_window=round(win.bad),
         window_coverage_pct=round(ev.coverage * 100, 4),
-        data_since=since,
+        data_since=None if since_ns is None else format_ns(since_ns),
         compliance=ev.compliance,
         budget_consumed_pct=_pct(ev.budget_consumed),
         budget_remaining_pct=_pct(ev.budget_remaining),
