@@ -407,3 +407,44 @@ async def test_backend_is_published_only_for_signals_a_backend_serves(tmp_path: 
     for name in ("search_logs", "search_traces", "get_trace", "find_errors", "get_error_details"):
         assert "backend" not in tools[name].input_schema["properties"], name
     assert "`backend`" not in instructions
+
+
+async def test_log_patterns_come_from_lokis_pattern_api_compared_with_the_baseline(
+    tmp_path: Path, server: FaultyBackend
+) -> None:
+    current = recorded("loki/patterns.json")
+    error, info = current["data"][0]["pattern"], current["data"][1]["pattern"]
+    # The baseline window had the info pattern at a tenth of its rate, and no errors at all.
+    baseline = {"status": "success", "data": [{"pattern": info, "samples": [[1711831260, 30]]}]}
+    server.script("/loki/api/v1/labels", then=recorded_reply("loki/labels.json"))
+    server.script("/loki/api/v1/patterns", Reply(200, current), Reply(200, baseline))
+    loki = loki_backend(server)
+    with serving(tmp_path, loki) as rt:
+        async with Client(rt.mcp) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            assert "backend" in (tools["log_patterns"].input_schema.get("properties") or {})
+            r = await call_tool(client, "log_patterns", {**WINDOW, "backend": loki["name"], "min_severity": "warn"})
+    by_template = {p["template"]: p for p in r.structured_content["patterns"]}
+    assert by_template[error]["change"] == "new" and by_template[error]["count"] == 4
+    assert by_template[info]["change"] == "rising" and by_template[info]["baseline_count"] == 30
+    assert by_template[info]["ratio"] == pytest.approx(523 / 30, abs=0.01)
+    assert r.structured_content["total_logs"] == 527
+    notes = r.structured_content["notes"]
+    assert f"answered by backend {loki['name']} (loki)" in notes
+    assert any("is not applied" in n for n in notes)  # Loki's pattern API has no level filter
+    current_q, baseline_q = (dict(s.query) for s in server.seen("/loki/api/v1/patterns"))
+    assert int(baseline_q["end"]) == int(current_q["start"])  # the baseline is the window just before
+    assert "NEW" in r.content[0].text and "RISING" in r.content[0].text
+
+
+async def test_log_patterns_on_a_backend_without_a_pattern_api_says_what_to_use(
+    tmp_path: Path, server: FaultyBackend
+) -> None:
+    dd = datadog_backend(server)
+    with serving(tmp_path, dd) as rt:
+        async with Client(rt.mcp) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            # Datadog serves logs but has no pattern API: log_patterns publishes no backend argument.
+            assert "backend" not in (tools["log_patterns"].input_schema.get("properties") or {})
+            message = await call_tool_error(client, "log_patterns", {**WINDOW, "backend": dd["name"]})
+    assert "has no log pattern API" in message and "backend='store'" in message

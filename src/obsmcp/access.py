@@ -81,7 +81,10 @@ REMOTE_ARGUMENTS = (
     ("get_trace", "backend", "traces"),
     ("find_errors", "backend", "errors"),
     ("get_error_details", "backend", "errors"),
+    # Only kinds with a pattern API (Loki's pattern ingester) serve log_patterns: see remote_signals.
+    ("log_patterns", "backend", "log_patterns"),
 )
+PATTERN_KINDS = ("loki",)
 
 
 def category_of(name: str) -> str:
@@ -288,11 +291,19 @@ def unpublish_remote_arguments(mcp: MCPServer[Any], served: Iterable[str] = ()) 
                 required.insert(0, "metric")
 
 
+def remote_signals(settings: Settings) -> set[str]:
+    """What the configured backends serve: their kinds' signals, and "log_patterns" for a pattern API."""
+    served = {s for cfg in settings.backends for s in SIGNALS_BY_KIND[cfg.kind]}
+    if any(cfg.kind in PATTERN_KINDS for cfg in settings.backends):
+        served.add("log_patterns")
+    return served
+
+
 def apply_tool_policy(mcp: MCPServer[Any], settings: Settings, *, for_agents: bool) -> list[str]:
     """Select the tools (see select_tools) and compact their definitions; returns the names served."""
     served = select_tools(mcp, settings, for_agents=for_agents)
     compact_tool_definitions(mcp)
-    unpublish_remote_arguments(mcp, {s for cfg in settings.backends for s in SIGNALS_BY_KIND[cfg.kind]})
+    unpublish_remote_arguments(mcp, remote_signals(settings))
     _mark_open_world(mcp)
     if for_agents:
         log.info("tools_selected", count=len(served), tools=served, writes=settings.enable_writes)

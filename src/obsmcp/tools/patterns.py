@@ -9,6 +9,7 @@ scan is a labelled sample (`SAMPLE_ROWS`), counts are scaled and the answer says
 from __future__ import annotations
 
 import csv
+import hashlib
 import sys
 from array import array
 from collections import defaultdict
@@ -25,6 +26,7 @@ from obsmcp.store.dialect import Dialect
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import TimeRange, format_duration, parse_duration, resolve_range
 from obsmcp.tools.context import ToolContext, ToolInputError, severity_floor
+from obsmcp.tools.remote import source_for
 
 # Above this many records in the window plus baseline, mine a sample of about this many (fits ~1 s at 10M).
 SAMPLE_ROWS = 80_000
@@ -208,22 +210,7 @@ GROUP BY ALL ORDER BY 1, 2, 3"""
     out: list[PatternStat] = []
     for (s, tid), a in acc.items():
         cur_n, base_n = int(a["cur"]), int(a["base"])
-        ratio: float | None = None
-        if base is None or base_total == 0:
-            change = "n/a"
-        elif cur_n == 0:
-            change = "gone"
-            ratio = 0.0
-        elif base_n == 0:
-            change = "new"
-        else:
-            ratio = round(cur_n * dur_ratio / base_n, 2)
-            if ratio >= RISING_RATIO and cur_n >= RISING_MIN_COUNT:
-                change = "rising"
-            elif ratio <= 1 / RISING_RATIO:
-                change = "falling"
-            else:
-                change = "steady"
+        change, ratio = _change(cur_n, base_n, base is not None and base_total > 0, dur_ratio)
         sev_votes: dict[str, int] = a["sev"]
         out.append(
             PatternStat(
@@ -249,6 +236,91 @@ GROUP BY ALL ORDER BY 1, 2, 3"""
         patterns=out,
         estimated=sampled,
         notes=notes,
+    )
+
+
+def _change(cur_n: int, base_n: int, comparable: bool, dur_ratio: float) -> tuple[str, float | None]:
+    """new | rising | steady | falling | gone (n/a without a baseline), and the rate ratio now / baseline."""
+    if not comparable:
+        return "n/a", None
+    if cur_n == 0:
+        return "gone", 0.0
+    if base_n == 0:
+        return "new", None
+    ratio = round(cur_n * dur_ratio / base_n, 2)
+    if ratio >= RISING_RATIO and cur_n >= RISING_MIN_COUNT:
+        return "rising", ratio
+    if ratio <= 1 / RISING_RATIO:
+        return "falling", ratio
+    return "steady", ratio
+
+
+def remote_log_patterns(
+    ctx: ToolContext,
+    source: Any,
+    routing: list[str],
+    service: str | None,
+    min_severity: str | None,
+    start: str | None,
+    end: str | None,
+    baseline: str | None,
+) -> LogPatternsAnalysis:
+    """The same analysis from a backend's own pattern detection (Loki's pattern ingester): its templates and
+    counts for the window and the baseline, compared with the same rule as the store's. Loki's patterns carry
+    no severity and no example line; the notes say so."""
+    patterns = getattr(source, "patterns", None)
+    if patterns is None:
+        raise ToolInputError(
+            f"backend {source.name} ({source.kind}) has no log pattern API: use search_logs on it, or "
+            "log_patterns with backend='store'"
+        )
+    tr = resolve_range(start, end)
+    base = _baseline_range(tr, baseline)
+    svc = ctx.sources.resolve(source, service, tr.start_ns, tr.end_ns) if service else None
+    current = ctx.sources.call(patterns(svc, tr.start_ns, tr.end_ns, MAX_LIMIT), ctx.sources.timeout_for(source))
+    before = (
+        ctx.sources.call(patterns(svc, base.start_ns, base.end_ns, MAX_LIMIT), ctx.sources.timeout_for(source))
+        if base
+        else []
+    )
+    base_counts = {p.template: p.count for p in before}
+    total, base_total = sum(p.count for p in current), sum(base_counts.values())
+    dur_ratio = (base.duration_ns / tr.duration_ns) if base else 1.0
+    out: list[PatternStat] = []
+    seen: set[str] = set()
+    for p in current:
+        seen.add(p.template)
+        change, ratio = _change(p.count, base_counts.get(p.template, 0), base is not None and base_total > 0, dur_ratio)
+        out.append(_remote_stat(p.template, svc, p.count, total, base_counts.get(p.template, 0), change, ratio))
+    if base is not None and base_total > 0:
+        out += [_remote_stat(t, svc, 0, total, n, "gone", 0.0) for t, n in base_counts.items() if t not in seen]
+    out.sort(key=lambda p: (p.count == 0, -p.count, -p.baseline_count, p.template))
+    notes = [
+        *routing,
+        f"patterns as {source.kind} detected them (<_> marks variable parts); they carry no severity or example",
+    ]
+    if min_severity:
+        notes.append(f"min_severity={min_severity!r} is not applied: {source.kind}'s pattern API has no level filter")
+    if base is not None and base_total == 0:
+        notes.append(f"the baseline {base.describe()} has no patterns: nothing to compare with")
+    return LogPatternsAnalysis(tr, base, total, base_total, out, notes=notes)
+
+
+def _remote_stat(
+    template: str, service: str | None, count: int, total: int, base_n: int, change: str, ratio: float | None
+) -> PatternStat:
+    return PatternStat(
+        id=hashlib.sha1(template.encode()).hexdigest()[:8],
+        template=template,
+        service=service or "",
+        count=count,
+        share=round(count / total, 4) if total else 0.0,
+        severity="",
+        max_severity_number=0,
+        example="",
+        baseline_count=base_n,
+        change=change,
+        ratio=ratio,
     )
 
 
@@ -285,10 +357,15 @@ def log_patterns(
     baseline: str | None = None,
     limit: int = 20,
     max_tokens: int | None = None,
+    backend: str | None = None,
 ) -> tuple[LogPatternsResult, str]:
     if not 1 <= limit <= MAX_LIMIT:
         raise ToolInputError(f"limit={limit} is out of range: use 1..{MAX_LIMIT}")
-    a = compute_log_patterns(ctx, service, min_severity, start, end, baseline)
+    source, routing = source_for(ctx, "logs", backend)
+    if source is not None:
+        a = remote_log_patterns(ctx, source, routing, service, min_severity, start, end, baseline)
+    else:
+        a = compute_log_patterns(ctx, service, min_severity, start, end, baseline)
     redact = redactor_for(ctx.settings)
     # New and rising patterns first (what changed), then the rest by count; gone ones last.
     rank = {"new": 0, "rising": 0}
@@ -350,7 +427,9 @@ def _line(p: LogPattern) -> str:
         change = f" {p.change} (baseline {p.baseline_count})"
     else:
         change = ""
-    return f"[{p.id}] {p.count}x {p.share:.1%} {p.severity} {p.service}{change}: {p.template} | e.g. {p.example}"
+    who = " ".join(x for x in (p.severity, p.service) if x)
+    example = f" | e.g. {p.example}" if p.example else ""
+    return f"[{p.id}] {p.count}x {p.share:.1%} {who}{change}: {p.template}{example}"
 
 
 # -- files (the `obsmcp patterns FILE` command) ---------------------------------------------------------
