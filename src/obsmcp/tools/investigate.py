@@ -107,6 +107,11 @@ def compute_investigation(
             notes=notes,
         )
     series = structure_series(ctx, full, step, sample)
+    edges = rca.partial_edges(series)
+    if edges:
+        # Said once, briefly: it happens on every call over live data.
+        series = rca.without_buckets(series, edges)
+        notes.append(f"the first and the newest {step // NS_PER_S}s bucket of data are left out (partly filled)")
     split = _bucket_floor(tr.start_ns, full.start_ns, step)
     with_data = sorted(b for b, n in series.traces.items() if n > 0)
     if with_data and split - with_data[0] < 3 * step:
