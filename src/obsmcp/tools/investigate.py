@@ -107,11 +107,13 @@ def compute_investigation(
             notes=notes,
         )
     series = structure_series(ctx, full, step, sample)
-    edges = rca.partial_edges(series)
+    edges = rca.partial_edges(series, *_data_extent(ctx, full))
     if edges:
-        # Said once, briefly: it happens on every call over live data.
         series = rca.without_buckets(series, edges)
-        notes.append(f"the first and the newest {step // NS_PER_S}s bucket of data are left out (partly filled)")
+        notes.append(
+            "left out as partly filled (the data starts or stops inside it): the bucket from "
+            + " and from ".join(format_ns(b) for b in sorted(edges))
+        )
     split = _bucket_floor(tr.start_ns, full.start_ns, step)
     with_data = sorted(b for b, n in series.traces.items() if n > 0)
     if with_data and split - with_data[0] < 3 * step:
@@ -382,13 +384,26 @@ def _operation_lines(changes: list[rca.OperationChange]) -> list[tuple[str, str]
     return out
 
 
+def _data_extent(ctx: ToolContext, full: TimeRange) -> tuple[int, int]:
+    """When the spans in the range begin and end (epoch ns)."""
+    d = ctx.dialect
+    ts = d.ts_param()
+    lo_sql, hi_sql = d.epoch_ns('min("Timestamp")'), d.epoch_ns('max("Timestamp")')
+    _, rows = ctx.db.query(
+        f'SELECT {lo_sql}, {hi_sql} FROM otel_traces WHERE "Timestamp" >= {ts} AND "Timestamp" < {ts}',
+        [full.start_ns, full.end_ns],
+    )
+    lo, hi = rows[0] if rows else (None, None)
+    return (int(lo), int(hi)) if lo is not None and hi is not None else (full.start_ns, full.end_ns)
+
+
 def _error_messages(ctx: ToolContext, svc: str, after: TimeRange) -> list[tuple[str, int]]:
     d = ctx.dialect
     ts = d.ts_param()
     _, rows = ctx.db.query(
         'SELECT coalesce(nullif("StatusMessage", \'\'), "SpanName"), count(*) FROM otel_traces '
         f'WHERE "ServiceName" = ? AND "StatusCode" = \'Error\' AND "Timestamp" >= {ts} AND "Timestamp" < {ts} '
-        "GROUP BY 1 ORDER BY 2 DESC LIMIT 2",
+        "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 2",  # ties by message: the same answer on every engine
         [svc, after.start_ns, after.end_ns],
     )
     return [(str(m), int(n)) for m, n in rows]
