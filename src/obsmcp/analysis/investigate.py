@@ -332,29 +332,21 @@ def weak_signal(c: ServiceChange) -> float:
 
 
 EDGE_MIN_BUCKETS = 8  # with fewer buckets of data, every one is needed
-EDGE_MIN_COVER = 0.9  # an edge bucket the data covers less of than this is partly filled
 
 
-def partial_edges(series: StructureSeries, data_start_ns: int, data_end_ns: int) -> list[int]:
-    """The first and the last bucket with traces when the data covers only part of them: it starts or stops
-    inside them (a store that just began; an export that stopped; spans of requests still in flight).
+def partial_edges(series: StructureSeries) -> list[int]:
+    """The first and the last bucket with traces: the data starts and stops inside them (the newest minute is
+    still arriving; spans of requests in flight are not exported yet).
 
     Spans are bucketed by their own start and traces by their root's, so a bucket the data covers only in part
     divides spans of traces that began in the bucket before by few traces: work and own time per trace jump
-    there although nothing changed (seen: "work 0.4 -> 0.9 spans per request" on a quiet system whose data
-    stopped mid-minute). Such a bucket is left out of the analysis.
+    there although nothing changed (seen: "work 0.4 -> 0.9 spans per request" on a quiet system). Both edge
+    buckets are left out of the analysis; an incident shows in the buckets before them too.
     """
     with_data = sorted(b for b, n in series.traces.items() if n > 0)
     if len(with_data) < EDGE_MIN_BUCKETS:
         return []
-    step = series.step_ns
-    out = []
-    first, last = with_data[0], with_data[-1]
-    if (first + step - data_start_ns) / step < EDGE_MIN_COVER:
-        out.append(first)
-    if (data_end_ns - last) / step < EDGE_MIN_COVER:
-        out.append(last)
-    return out
+    return [with_data[0], with_data[-1]]
 
 
 def without_buckets(series: StructureSeries, buckets: list[int]) -> StructureSeries:

@@ -107,13 +107,11 @@ def compute_investigation(
             notes=notes,
         )
     series = structure_series(ctx, full, step, sample)
-    edges = rca.partial_edges(series, *_data_extent(ctx, full))
+    edges = rca.partial_edges(series)
     if edges:
+        # Said once, briefly: it happens on every call over live data.
         series = rca.without_buckets(series, edges)
-        notes.append(
-            "left out as partly filled (the data starts or stops inside it): the bucket from "
-            + " and from ".join(format_ns(b) for b in sorted(edges))
-        )
+        notes.append(f"the first and the newest {step // NS_PER_S}s bucket of data are left out (partly filled)")
     split = _bucket_floor(tr.start_ns, full.start_ns, step)
     with_data = sorted(b for b, n in series.traces.items() if n > 0)
     if with_data and split - with_data[0] < 3 * step:
@@ -382,19 +380,6 @@ def _operation_lines(changes: list[rca.OperationChange]) -> list[tuple[str, str]
             parts.append(f"errors {o.errors_before:.1f} -> {o.errors_after:.1f} per 1k requests")
         out.append((o.name, ", ".join(parts)))
     return out
-
-
-def _data_extent(ctx: ToolContext, full: TimeRange) -> tuple[int, int]:
-    """When the spans in the range begin and end (epoch ns)."""
-    d = ctx.dialect
-    ts = d.ts_param()
-    lo_sql, hi_sql = d.epoch_ns('min("Timestamp")'), d.epoch_ns('max("Timestamp")')
-    _, rows = ctx.db.query(
-        f'SELECT {lo_sql}, {hi_sql} FROM otel_traces WHERE "Timestamp" >= {ts} AND "Timestamp" < {ts}',
-        [full.start_ns, full.end_ns],
-    )
-    lo, hi = rows[0] if rows else (None, None)
-    return (int(lo), int(hi)) if lo is not None and hi is not None else (full.start_ns, full.end_ns)
 
 
 def _error_messages(ctx: ToolContext, svc: str, after: TimeRange) -> list[tuple[str, int]]:
