@@ -824,11 +824,28 @@ async def _draw_chart(settings: Settings, args: dict[str, Any]) -> tuple[str, by
     return text, base64.b64decode(images[0].data)
 
 
+def _add_subapps() -> None:
+    """`obsmcp fleet ...` and `obsmcp alerts ...` live in their packages."""
+    from obsmcp.alerting.cli import alerts_app
+    from obsmcp.fleet.cli import fleet_app, load
+
+    load()
+    app.add_typer(fleet_app, name="fleet")
+    app.add_typer(alerts_app, name="alerts")
+
+
 def main() -> None:
+    from obsmcp.fleet.model import FleetError
     from obsmcp.store.database import StoreError
 
     try:
         app()
+    except FleetError as e:
+        typer.echo(f"obsmcp fleet: {e.kind} error: {e}", err=True)
+        sys.exit(2)
     except (ConfigError, StoreError) as e:
         typer.echo(f"obsmcp: {e}", err=True)
         sys.exit(2)
+
+
+_add_subapps()

@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from obsmcp.fleet.model import FleetPaths, FleetSettings
 from obsmcp.sources.config import BackendConfig, backends_from_env
 
 # Which variable made an environment-derived backend, for messages about it.
@@ -248,6 +249,11 @@ class Settings(BaseSettings):
         description="SLOs as code ([[slos]] tables, or JSON in OBSMCP_SLOS); services without any get defaults",
     )
 
+    fleet: FleetSettings = Field(
+        default_factory=FleetSettings,
+        description="`obsmcp fleet`: registries, schedules, retention ([fleet] table, or JSON in OBSMCP_FLEET)",
+    )
+
     backends: list[BackendConfig] = Field(
         default_factory=list,
         description="remote backends ([[backends]] tables, or JSON in OBSMCP_BACKENDS), plus those named by "
@@ -418,6 +424,10 @@ class Settings(BaseSettings):
     @property
     def store_path(self) -> Path:
         return self.data_dir / "obsmcp.duckdb"
+
+    @property
+    def fleet_paths(self) -> FleetPaths:
+        return FleetPaths((self.fleet.dir or self.data_dir / "fleet").expanduser())
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
