@@ -16,7 +16,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -86,9 +86,8 @@ class Runtime:
                 retention_days=settings.retention_days,
                 retention_max_bytes=int(settings.retention_max_gb * 1024**3),
             )
-        # The ClickHouse writer has StoreWriter's interface (submit/pending_rows/close), not its class.
         receiver = Receiver(
-            cast(StoreWriter, writer),
+            writer,
             settings.otlp_max_body_bytes,
             max_memory_bytes=int(settings.ingest_memory_max_mb * 1024**2),
         )

@@ -32,7 +32,7 @@ from prometheus_client import Gauge
 
 from obsmcp import metrics
 from obsmcp.ingest.otlp import DecodedBatch, OTLPDecodeError, decode
-from obsmcp.store.writer import QueueFullError, StoreWriter
+from obsmcp.store.batching import BatchingWriter, QueueFullError
 
 Signal = Literal["traces", "logs", "metrics"]
 Encoding = Literal["protobuf", "json"]
@@ -199,7 +199,7 @@ class Receiver:
     the GIL, so the server process keeps a core for HTTP and the writer.
     """
 
-    def __init__(self, writer: StoreWriter, max_body_bytes: int, max_memory_bytes: int = 256 * 1024**2) -> None:
+    def __init__(self, writer: BatchingWriter, max_body_bytes: int, max_memory_bytes: int = 256 * 1024**2) -> None:
         self.writer = writer
         self.max_body_bytes = max_body_bytes
         self.memory = MemoryBudget(max_memory_bytes)
