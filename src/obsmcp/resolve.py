@@ -22,7 +22,7 @@ class AmbiguousServiceError(LookupError):
     """Several services match equally well; the message lists them."""
 
 
-def _core(name: str) -> str:
+def service_core(name: str) -> str:
     return _AFFIX.sub("", name.lower()).strip("-_. ")
 
 
@@ -36,7 +36,7 @@ def resolve_service(query: str, known: Iterable[str]) -> str:
     ql = q.lower()
     for stage in (
         [n for n in names if n.lower() == ql],
-        [n for n in names if _core(n) == _core(q)],
+        [n for n in names if service_core(n) == service_core(q)],
         [n for n in names if ql in n.lower()],
     ):
         if len(stage) == 1:

@@ -36,8 +36,11 @@ from obsmcp.http._exceptions import (
     BackendUnavailable,
 )
 from obsmcp.http._exchange import JsonResult
+from obsmcp.http._loop import LOOP as CLIENT_LOOP  # the one event loop thread every backend client runs on
+from obsmcp.http._redact import excerpt, redact_known
 
 __all__ = [
+    "CLIENT_LOOP",
     "BackendClient",
     "BackendClientConfig",
     "BackendConnectError",
@@ -58,4 +61,6 @@ __all__ = [
     "backend_client",
     "backend_states",
     "close_all",
+    "excerpt",
+    "redact_known",
 ]

@@ -25,10 +25,9 @@ from typing import Any, TypeVar
 import structlog
 
 from obsmcp.config import ConfigError, Settings
+from obsmcp.http import CLIENT_LOOP as LOOP
 from obsmcp.http import BackendError
-from obsmcp.http._loop import LOOP
-from obsmcp.resolve import _core as service_core
-from obsmcp.resolve import resolve_service
+from obsmcp.resolve import resolve_service, service_core
 from obsmcp.sources.base import Source, SourceError
 from obsmcp.sources.config import BackendConfig
 
