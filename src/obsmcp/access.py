@@ -60,10 +60,24 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     # Further analyses, on request.
     "analysis": ("slo_report", "log_patterns", "service_map", "detect_anomalies"),
     "charts": ("render_chart",),
+    # The MCP servers configured on this machine (obsmcp fleet): on request, not in the default set.
+    "fleet": ("list_mcp_servers", "check_mcp_updates"),
+    # Grafana dashboards (obsmcp.dashboards): on request, not in the default set; push_dashboard is a write.
+    "dashboards": ("create_dashboard", "push_dashboard"),
+    # Firing and pending alerts (obsmcp.alerting): what an on-call engineer asks first, in the default set.
+    "alerts": ("list_alerts",),
+    # Alert rules: on request; create/update/delete_alert_rule and silence_alert are writes.
+    "alert_rules": (
+        "list_alert_rules",
+        "create_alert_rule",
+        "update_alert_rule",
+        "delete_alert_rule",
+        "silence_alert",
+    ),
 }
 # The default set must keep its definitions within TOOL_DEFINITIONS_BUDGET (measured in CI). It is every tool:
 # investigate's next calls name the analysis tools, so leaving them out would send agents to tools they lack.
-DEFAULT_CATEGORIES = ("core", "investigate", "analysis", "charts", "backends")
+DEFAULT_CATEGORIES = ("core", "investigate", "analysis", "charts", "alerts", "backends")
 TOOL_DEFINITIONS_BUDGET = 5000
 # A tool missing from CATEGORIES is served on request only (and tests/test_tool_definitions.py fails).
 UNCATEGORIZED = "analysis"
@@ -196,7 +210,7 @@ def _collapse_nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def compact_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The answer's top-level fields and their JSON types; nested objects are just "object".
+    """The answer's top-level fields and their JSON types; nested objects are just "object", arrays "array".
 
     Agents read the text rendering, which explains every figure; the output schema is for clients that validate
     or route structured content, and this keeps it valid (every answer still conforms: it only relaxes) at a
@@ -221,11 +235,7 @@ def _bare(prop: dict[str, Any]) -> dict[str, Any]:
     kind = prop.get("type")
     if kind is None:
         return {}
-    out: dict[str, Any] = {"type": kind}
-    items = prop.get("items")
-    if kind == "array" and isinstance(items, dict) and items.get("type") in _SCALARS:
-        out["items"] = {"type": items["type"]}
-    return out
+    return {"type": kind}  # arrays without their items: the text answer says what they hold
 
 
 def compact_description(text: str) -> str:

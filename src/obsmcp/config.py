@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from obsmcp.alerting.model import AlertRule, duration_s
+from obsmcp.alerting.notify import WebhookConfig
 from obsmcp.fleet.model import FleetPaths, FleetSettings
 from obsmcp.sources.config import BackendConfig, backends_from_env
 
@@ -295,6 +297,82 @@ class Settings(BaseSettings):
         description="a burn-rate alert needs this many bad events in its long window (low-traffic guard)",
     )
 
+    # -- alerting (obsmcp.alerting) ---------------------------------------------------------------------------
+    alerts: list[AlertRule] = Field(
+        default_factory=list,
+        description="alert rules as code ([[alerts]] tables, or JSON in OBSMCP_ALERTS); see obsmcp.alerting.model",
+    )
+    alert_interval: str = Field("30s", description="how often `obsmcp serve` evaluates the alert rules, e.g. '30s'")
+    alert_default_rules: bool = Field(
+        True, description="burn-rate alert rules over every SLO (configured, and the defaults of every service seen)"
+    )
+
+    @field_validator("alerts", mode="before")
+    @classmethod
+    def _alerts(cls, v: Any) -> Any:
+        """Validate each rule alone so the error names the rule and its field; names are unique."""
+        if not isinstance(v, list):
+            return v
+        out: list[AlertRule] = []
+        for i, item in enumerate(v):
+            if isinstance(item, AlertRule):
+                out.append(item)
+                continue
+            name = item.get("name") if isinstance(item, dict) else None
+            label = f"alert rule {name!r}" if name else f"alert rule #{i + 1} (no name)"
+            try:
+                out.append(AlertRule.model_validate(item))
+            except ValidationError as e:
+                raise ValueError(f"{label}: {_explain_model(e, AlertRule)}") from None
+        names = [r.name for r in out]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"alert rule names must be unique: {', '.join(dup)} appear more than once")
+        return out
+
+    @field_validator("alert_interval")
+    @classmethod
+    def _alert_interval(cls, v: str) -> str:
+        if duration_s(v) < 1:
+            raise ValueError(f"{v!r} is too short: evaluate at most once a second, e.g. '30s'")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _alert_rules_evaluate(self) -> Settings:
+        """Every configured rule can evaluate: its SLO exists, its backend is configured and of the right kind."""
+        from obsmcp.alerting.rules import RuleError, check_rules
+
+        try:
+            check_rules(self.alerts, self)
+        except RuleError as e:
+            raise ValueError(f"alerts (the config file's [[alerts]] tables or OBSMCP_ALERTS as JSON): {e}") from None
+        return self
+
+    alert_webhooks: list[WebhookConfig] = Field(
+        default_factory=list,
+        description="where alert notifications go ([[alert_webhooks]] tables, or JSON in OBSMCP_ALERT_WEBHOOKS)",
+    )
+
+    @field_validator("alert_webhooks", mode="before")
+    @classmethod
+    def _alert_webhooks(cls, v: Any) -> Any:
+        """Validate each webhook alone so the error names it and its field (never its URL: a secret)."""
+        if not isinstance(v, list):
+            return v
+        out: list[WebhookConfig] = []
+        for i, item in enumerate(v):
+            name = item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
+            label = f"webhook {name!r}" if name else f"webhook #{i + 1} (no name)"
+            try:
+                out.append(item if isinstance(item, WebhookConfig) else WebhookConfig.model_validate(item))
+            except ValidationError as e:
+                raise ValueError(f"{label}: {_explain_model(e, WebhookConfig)}") from None
+        names = [w.name for w in out]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"webhook names must be unique: {', '.join(dup)} appear more than once")
+        return out
+
     # -- access control (obsmcp.auth, obsmcp.access) ---------------------------------------------------------
     auth_token: SecretStr | None = Field(
         None, description='a static bearer token, or "name:token" (the name identifies the caller in the audit log)'
@@ -320,6 +398,10 @@ class Settings(BaseSettings):
         default_factory=list, description='Origin header values accepted ("https://app.example.com", "http://x:*")'
     )
     enable_writes: bool = Field(False, description="serve tools that change something (readOnlyHint false)")
+    # Grafana, where push_dashboard sends generated dashboards (obsmcp.dashboards.grafana).
+    grafana_url: str | None = Field(None, description="Grafana base URL, e.g. http://grafana:3000")
+    grafana_token: SecretStr | None = Field(None, description="Grafana service account token (never logged)")
+    grafana_folder: str = Field("obsmcp", min_length=1, description="Grafana folder title for pushed dashboards")
     tools: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description='tool names or categories to serve, "default" or "all" (empty: default)'
     )
@@ -501,6 +583,14 @@ def _explain(err: ValidationError) -> str:
             # The SLO validator's message already names the SLO and its field.
             msg = str(e["msg"]).removeprefix("Value error, ")
             parts.append(f"slos (the config file's [[slos]] tables or OBSMCP_SLOS as JSON): {msg}")
+            continue
+        if key == "alert_webhooks":
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            parts.append(f"alert_webhooks ([[alert_webhooks]] tables or OBSMCP_ALERT_WEBHOOKS as JSON): {msg}")
+            continue
+        if key == "alerts":
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            parts.append(f"alerts (the config file's [[alerts]] tables or OBSMCP_ALERTS as JSON): {msg}")
             continue
         if key == "backends":
             msg = str(e["msg"]).removeprefix("Value error, ")

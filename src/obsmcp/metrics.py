@@ -93,4 +93,33 @@ HTTP_REJECTED = Counter(
     ["reason"], registry=REGISTRY,
 )  # fmt: skip
 
+# -- alert notifications (obsmcp.alerting.notify) ---------------------------------------------------------
+ALERT_NOTIFICATIONS = Counter(
+    "obsmcp_alert_notifications", "alert webhook messages by webhook, format and outcome (sent|failed|dropped)",
+    ["webhook", "format", "outcome"], registry=REGISTRY,
+)  # fmt: skip
+ALERT_NOTIFICATION_RETRIES = Counter(
+    "obsmcp_alert_notification_retries", "retried alert webhook sends, by webhook and reason (429, 503, connect, ...)",
+    ["webhook", "reason"], registry=REGISTRY,
+)  # fmt: skip
+ALERT_NOTIFICATION_QUEUE = Gauge(
+    "obsmcp_alert_notification_queue", "alert webhook messages waiting to be sent", ["webhook"], registry=REGISTRY
+)
+
 CIRCUIT_STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+
+# -- alerting (obsmcp.alerting.engine) --------------------------------------------------------------------
+ALERTS = Gauge(
+    "obsmcp_alerts", "alerts by state (pending|firing), silenced ones included", ["state"], registry=REGISTRY
+)
+ALERT_RULE_DURATION = Histogram(
+    "obsmcp_alert_rule_evaluation_duration_seconds", "time to evaluate one alert rule, by rule kind", ["kind"],
+    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+ALERT_RULE_FAILURES = Counter(
+    "obsmcp_alert_rule_evaluation_failures", "alert rule evaluations that failed, by rule kind", ["kind"],
+    registry=REGISTRY,
+)  # fmt: skip
+ALERT_TRANSITIONS = Counter(
+    "obsmcp_alert_transitions", "alert state changes, by the state entered", ["state"], registry=REGISTRY
+)

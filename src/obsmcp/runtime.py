@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from obsmcp import __version__, telemetry
 from obsmcp.access import BodyCap
+from obsmcp.alerting.engine import AlertEngine
 from obsmcp.auth import AuthSetup, HostPolicy, HTTPGuard, build_auth
 from obsmcp.config import Settings
 from obsmcp.ingest.http import otlp_routes
@@ -38,6 +39,7 @@ from obsmcp.server import build_server
 from obsmcp.store.database import Database, Store, StoreError, StoreLockedError
 from obsmcp.store.writer import StoreWriter
 from obsmcp.tools.context import ToolContext
+from obsmcp.web import status_routes
 
 if TYPE_CHECKING:
     from obsmcp.store.clickhouse_writer import ClickHouseWriter
@@ -59,6 +61,7 @@ class Runtime:
     receiver: Receiver
     ctx: ToolContext
     mcp: MCPServer[Any]
+    alerts: AlertEngine  # evaluates the alert rules; its loop runs while `running`
     endpoints: dict[str, Any] = field(default_factory=dict)
     auth: AuthSetup | None = None
 
@@ -94,7 +97,8 @@ class Runtime:
         try:
             ctx = ToolContext(db, settings)  # builds the remote sources: bad backend configuration fails here
             try:
-                mcp = build_server(ctx, auth=auth, for_agents=for_agents)
+                alerts = AlertEngine(ctx)
+                mcp = build_server(ctx, auth=auth, for_agents=for_agents, alerts=alerts)
             except BaseException:
                 ctx.sources.close()
                 raise
@@ -103,9 +107,10 @@ class Runtime:
             writer.close()
             db.close()
             raise
-        return cls(settings, db, writer, receiver, ctx, mcp, auth=auth)
+        return cls(settings, db, writer, receiver, ctx, mcp, alerts, auth=auth)
 
     def close(self) -> None:
+        self.alerts.stop()
         self.receiver.close()
         self.writer.close()
         self.db.close()
@@ -146,6 +151,9 @@ class Runtime:
             "/metrics": "GET: obsmcp's own metrics, Prometheus text format (OpenMetrics when asked for)",
             "/metrics/json": "GET: the same samples as JSON",
             "/v1/traces, /v1/logs, /v1/metrics": "POST: OTLP/HTTP receiver (protobuf or JSON, optionally gzip)",
+            "/ (Accept: text/html)": "GET: the status page for people (this index for programs; also /api/index)",
+            "/api/status": "GET: the status page's data as JSON (?window=1h&service=...)",
+            "/view/<tool>": "GET: a read-only tool's text answer as an agent sees it (?arguments)",
         }
         if mcp:
             routes = {"/mcp": "MCP over streamable HTTP", **routes}
@@ -179,14 +187,12 @@ class Runtime:
         async def metrics_json(_: Request) -> Response:
             return JSONResponse(await anyio.to_thread.run_sync(telemetry.metrics_json))
 
-        async def index(_: Request) -> Response:
-            return JSONResponse(self.index(mcp=mcp))
-
         return [
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/metrics/json", metrics_json, methods=["GET"]),
-            Route("/", index, methods=["GET"]),
+            # `/`: the status page for browsers, this index as JSON for programs (and at /api/index).
+            *status_routes(self, lambda: self.index(mcp=mcp)),
         ]
 
     def mcp_app(self) -> Starlette:
@@ -350,6 +356,14 @@ async def running(rt: Runtime, *, mcp_http: bool, strict_ports: bool) -> AsyncIt
                     raise
                 log.warning("otlp_grpc_disabled", reason=str(e))
         rt.write_owner_file()
+        from obsmcp.alerting.notify import webhook_notifiers
+
+        mcp_url = rt.endpoints.get("mcp_url")
+        for notifier in webhook_notifiers(s, mcp_url.removesuffix("mcp") if mcp_url else None):
+            rt.alerts.add_notifier(notifier)
+            stack.callback(notifier.close)  # after the engine stopped: queued messages get a last chance
+        rt.alerts.start()
+        stack.callback(rt.alerts.stop)
         yield rt
 
 

@@ -26,6 +26,8 @@ from opentelemetry import trace
 from pydantic import BaseModel, Field
 
 from obsmcp import __version__, access, telemetry
+from obsmcp.alerting.engine import AlertEngine
+from obsmcp.alerting.push import ThreadSafeBus
 from obsmcp.auth import AuthSetup
 from obsmcp.http import BackendError
 from obsmcp.redaction import Redactor, redactor_for
@@ -35,11 +37,14 @@ from obsmcp.sources.base import SourceError
 from obsmcp.sources.registry import UnknownBackendError
 from obsmcp.store.database import QueryTimeoutError, StoreError
 from obsmcp.timerange import TimeRangeError
+from obsmcp.tools import alerts as alerts_tool
 from obsmcp.tools import anomalies as anomalies_tool
 from obsmcp.tools import backends as backends_tool
 from obsmcp.tools import bottlenecks as bottlenecks_tool
 from obsmcp.tools import charts as charts_tool
+from obsmcp.tools import dashboards as dashboards_tool
 from obsmcp.tools import errors as errors_tool
+from obsmcp.tools import fleet as fleet_tool
 from obsmcp.tools import investigate as investigate_tool
 from obsmcp.tools import logs as logs_tool
 from obsmcp.tools import metrics as metrics_tool
@@ -219,9 +224,17 @@ async def _run(name: str, fn: Callable[[], tuple[BaseModel, str]], redactor: Red
         log.info("tool_call", tool=name, outcome=outcome, duration_ms=round(seconds * 1000, 1), result_bytes=size)
 
 
-def build_server(ctx: ToolContext, *, auth: AuthSetup | None = None, for_agents: bool = False) -> MCPServer[Any]:
+def build_server(
+    ctx: ToolContext,
+    *,
+    auth: AuthSetup | None = None,
+    for_agents: bool = False,
+    alerts: AlertEngine | None = None,
+) -> MCPServer[Any]:
     """The MCP server over `ctx`. `auth`: bearer tokens / OAuth for HTTP. `for_agents`: serve only the selected
-    tool set (settings `tools`, `disable_tools`; see obsmcp.access), as `serve` and `demo` do."""
+    tool set (settings `tools`, `disable_tools`; see obsmcp.access), as `serve` and `demo` do. `alerts`: the alert
+    engine the alert tools read (Runtime's; a new one, evaluating on demand, when not given)."""
+    bus = ThreadSafeBus()  # resource updates published from the alert engine's thread (obsmcp.alerting.push)
     mcp: MCPServer[Any] = MCPServer(
         "obsmcp",
         version=__version__,
@@ -229,6 +242,7 @@ def build_server(ctx: ToolContext, *, auth: AuthSetup | None = None, for_agents:
         token_verifier=auth.verifier if auth else None,
         auth=auth.settings if auth else None,
         middleware=[access.ToolCallGuard(ctx.settings)],
+        subscriptions=bus,
     )
     run = functools.partial(_run, redactor=redactor_for(ctx.settings))
 
@@ -490,9 +504,9 @@ def build_server(ctx: ToolContext, *, auth: AuthSetup | None = None, for_agents:
         ] = None,
         max_tokens: MaxTokens = None,
     ) -> Annotated[CallToolResult, bottlenecks_tool.FindBottlenecksResult]:
-        """Where slow requests (above the p90) spend their time: critical paths aggregated by service and
-        operation, ranked by share of latency, with the change against a baseline window; N+1 calls and serial
-        calls that could run concurrently. Without a service: the system's entry requests."""
+        """Where slow requests (above p90) spend their time: critical paths by service and operation, ranked by
+        share of latency, against a baseline window; N+1 and serial calls that could run concurrently. No
+        service: the system's entry requests."""
         return await run(
             "find_bottlenecks",
             lambda: bottlenecks_tool.find_bottlenecks(ctx, service, operation, start, end, baseline, max_tokens),
@@ -570,6 +584,11 @@ def build_server(ctx: ToolContext, *, auth: AuthSetup | None = None, for_agents:
         ) -> Annotated[CallToolResult, backends_tool.BackendStatusResult]:
             """Remote backends: health, circuit state, recent latency and error rate."""
             return await run("backend_status", lambda: backends_tool.backend_status(ctx, backend))
+
+    fleet_tool.register(mcp, ctx)
+    dashboards_tool.register(mcp, ctx)
+
+    alerts_tool.register(mcp, ctx, alerts or AlertEngine(ctx), run, bus)
 
     @mcp.resource("obsmcp://schema", name="schema", description="DDL of the telemetry tables", mime_type="text/plain")
     def schema_resource() -> str:

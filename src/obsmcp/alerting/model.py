@@ -11,11 +11,14 @@ import re
 from datetime import datetime
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The burn-rate windows an SLO is counted over (obsmcp.analysis.slo.BURN_WINDOWS): what `windows` may name.
+BURN_WINDOW_LABELS = ("5m", "30m", "1h", "6h", "1d", "3d")
+SEVERITIES = ("trace", "debug", "info", "warn", "warning", "error", "fatal")
 
 RuleKind = Literal["threshold", "burn_rate", "log_pattern", "log_rate"]
 # RED series of a service (threshold rules with `service` + `signal` instead of `metric`).
@@ -81,8 +84,7 @@ class AlertRule(BaseModel):
     def _name(cls, v: str) -> str:
         if not RULE_NAME.match(v):
             raise ValueError(
-                f"{v!r} is not a rule name: 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter "
-                "or digit"
+                f"{v!r} is not a rule name: 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
             )
         return v
 
@@ -91,6 +93,61 @@ class AlertRule(BaseModel):
     def _duration(cls, v: str) -> str:
         duration_s(v)
         return v.strip()
+
+    @field_validator("min_severity")
+    @classmethod
+    def _severity(cls, v: str) -> str:
+        if v.strip().lower() not in SEVERITIES:
+            raise ValueError(f"{v!r} is not a severity: use trace, debug, info, warn, error or fatal")
+        return v.strip().upper()
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> AlertRule:
+        problem = shape_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def shape_problem(rule: AlertRule) -> str | None:
+    """What a rule lacks (or has too much of) for its kind, and what to write instead; None when it fits."""
+    sources = [n for n in ("metric", "signal", "promql") if getattr(rule, n) is not None]
+    if rule.kind == "threshold":
+        if len(sources) != 1:
+            return (
+                "a threshold rule needs exactly one of: metric = '<metric name>' (list_metrics), signal = "
+                "'error_rate' | 'request_rate' | 'latency_p95' ... (a service's RED series; service = ... for one "
+                f"service), or promql = '<expression>' with backend = '<a Prometheus backend>' (given: {sources})"
+            )
+        if rule.threshold is None:
+            return "a threshold rule needs threshold = <number>, e.g. threshold = 0.05 with op = '>'"
+        if rule.promql is not None and rule.backend is None:
+            return "promql needs backend = '<name of a configured Prometheus backend>'"
+        if rule.signal is not None and rule.backend is not None:
+            return "signal (RED series) is counted from the store's spans: remove backend, or use promql"
+    elif rule.kind == "burn_rate":
+        if not rule.slo:
+            return (
+                "a burn_rate rule needs slo = '<SLO name from [[slos]]>', '<service>/<default SLO>' (availability, "
+                "latency-p95, latency-p99, error-rate), or '*' (every SLO)"
+            )
+        if sources or rule.threshold is not None:
+            return "metric, signal, promql and threshold do not apply to burn_rate rules (the SLO says what counts)"
+        for w in rule.windows or ():
+            bad = [x for x in w[:2] if x not in BURN_WINDOW_LABELS]
+            if bad or w[2] <= 0:
+                return (
+                    f"windows entry {list(w)}: write [long, short, burn factor > 0] with windows from "
+                    f"{', '.join(BURN_WINDOW_LABELS)}, e.g. ['1h', '5m', 14.4]"
+                )
+    else:
+        if sources:
+            return f"metric, signal and promql do not apply to {rule.kind} rules: remove them"
+        if rule.kind == "log_rate" and rule.threshold is None:
+            return "a log_rate rule needs threshold = <records per minute>, e.g. threshold = 10 with op = '>'"
+    if rule.kind != "burn_rate" and (rule.slo is not None or rule.windows is not None):
+        return "slo and windows apply to kind = 'burn_rate' only: remove them, or set kind = 'burn_rate'"
+    return None
 
 
 class Alert(BaseModel):
