@@ -5,7 +5,12 @@ from __future__ import annotations
 from obsmcp.fleet.app import fleet_app
 
 # Command modules register on import; add yours here (one line).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "obsmcp.fleet.cmd_config",
+    "obsmcp.fleet.cmd_update",
+    "obsmcp.fleet.check",
+    "obsmcp.fleet.daemon",
+)
 
 
 def load() -> None:

@@ -1,0 +1,3 @@
+from obsmcp_test_broken import main
+
+main()
