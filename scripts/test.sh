@@ -19,6 +19,11 @@ fi
 # A real Prometheus server and promtool (Debian's package, unpacked into build/prometheus; no service started).
 bash scripts/install-prometheus.sh
 
+# Grafana's published dashboard schema (npm @grafana/schema) and tsc, for tests/test_dashboards.py.
+bash scripts/install-grafana-schema.sh
+bash scripts/install-chromium.sh  # Debian chromium for the status page test (root: apt-get install)
+bash scripts/install-alertmanager.sh  # a real Alertmanager for the alert webhook tests (build/alertmanager)
+
 set +e
 "$VENV/bin/pytest" "$@"
 rc=$?

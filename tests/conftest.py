@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 # A real Prometheus server and promtool for the tests that need one (fixtures prometheus_binaries/_factory).
-pytest_plugins = ["tests.prometheus"]
+pytest_plugins = ["tests.prometheus", "tests.fleet_index"]
 
 REPO = Path(__file__).resolve().parents[1]
 OBSMCP = Path(sys.executable).parent / "obsmcp"
@@ -41,7 +41,8 @@ TELEMETRY_TABLES = (
 )
 # The shared OTLP examples are from December 2018: tools reach them with an explicit start.
 EXAMPLES_START = "2018-01-01T00:00:00Z"
-TOOL_NAMES = {
+# The tools served to agents by default (obsmcp.access.DEFAULT_CATEGORIES, within the definitions budget).
+DEFAULT_TOOL_NAMES = {
     "list_services",
     "search_logs",
     "search_traces",
@@ -58,6 +59,22 @@ TOOL_NAMES = {
     "service_map",
     "detect_anomalies",
     "render_chart",
+    "list_alerts",
+}
+# Every read-only tool: what `--tools all` serves, and what in-process users (obsmcp tool, tests) have.
+TOOL_NAMES = DEFAULT_TOOL_NAMES | {
+    "list_alert_rules",
+    "create_dashboard",
+    "list_mcp_servers",
+    "check_mcp_updates",
+}
+# Tools that change something: served only with --enable-writes.
+WRITE_TOOL_NAMES = {
+    "create_alert_rule",
+    "update_alert_rule",
+    "delete_alert_rule",
+    "silence_alert",
+    "push_dashboard",
 }
 
 
@@ -115,6 +132,23 @@ def _no_developer_settings() -> Iterator[None]:
         del os.environ[k]
     yield
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that calls configure_logging binds structlog and the root logger to its captured stderr, which
+    pytest closes afterwards: give the next test the configuration it started with."""
+    import logging
+
+    import structlog
+
+    previous = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**previous)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -24,7 +24,7 @@ from mcp.types import ToolAnnotations
 from obsmcp.access import CATEGORIES, AuditLog, RateLimiter, select_tools
 from obsmcp.config import ConfigError, Settings
 from obsmcp.runtime import Runtime
-from tests.conftest import OBSMCP, TOOL_NAMES, ServerProcess, run_cli
+from tests.conftest import DEFAULT_TOOL_NAMES, OBSMCP, TOOL_NAMES, ServerProcess, run_cli
 
 ALICE = "alice:Zr8Kd2Lq9Vx4Pm7Tn3Wb6Yc"
 BOB = "bob:Hs5Gf1Jk8Qw2Ez6Ru9Ti4Op"
@@ -49,14 +49,14 @@ def agent_tools(tmp_path: Path, **settings: Any) -> list[str]:
 
 def test_agents_get_the_default_categories_and_can_choose_by_name_and_category(tmp_path: Path) -> None:
     default = set(agent_tools(tmp_path))
-    assert default == TOOL_NAMES  # every read-only tool, within the definitions budget
+    assert default == DEFAULT_TOOL_NAMES  # within the definitions budget
     assert set(agent_tools(tmp_path, tools=["all"])) == TOOL_NAMES
     core = set(agent_tools(tmp_path, tools=["core"]))
     assert core == set(CATEGORIES["core"])
     assert set(agent_tools(tmp_path, tools=["core", "slo_report"])) == core | {"slo_report"}
     chosen = agent_tools(tmp_path, tools=["analysis", "render_chart"], disable_tools=["log_patterns"])
     assert set(chosen) == {"slo_report", "service_map", "detect_anomalies", "render_chart"}
-    assert set(agent_tools(tmp_path, disable_tools=["core"])) == TOOL_NAMES - core
+    assert set(agent_tools(tmp_path, disable_tools=["core"])) == DEFAULT_TOOL_NAMES - core
     # In-process users (obsmcp tool, tests, benchmarks) keep every read-only tool.
     rt = Runtime.open(Settings(data_dir=tmp_path, tools=["charts"]), in_memory=True)
     try:
@@ -121,7 +121,7 @@ async def test_serve_flags_change_the_tool_list_and_unknown_names_stop_the_start
 
     async with Client(stdio("--tools", "charts,slo_report")) as client:
         assert {t.name for t in (await client.list_tools()).tools} == {"render_chart", "slo_report"}
-    async with Client(stdio("--disable-tools", "core,analysis,charts")) as client:
+    async with Client(stdio("--disable-tools", "core,analysis,charts,alerts")) as client:
         assert {t.name for t in (await client.list_tools()).tools} == {"investigate", "find_bottlenecks"}
     r = run_cli("serve", "--tools", "core,bogus", "--otlp-port", "0", "--data-dir", str(tmp_path / "other"))
     assert r.returncode != 0

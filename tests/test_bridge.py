@@ -16,8 +16,8 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from tests.conftest import (
+    DEFAULT_TOOL_NAMES,
     OBSMCP,
-    TOOL_NAMES,
     ServerProcess,
     call_tool,
     call_tool_error,
@@ -49,7 +49,7 @@ async def test_stdio_serve_bridges_to_the_http_owner(server: ServerProcess) -> N
     send_logs(server.otlp_url, "bridge-svc", ["bridged-marker-1 sent to the owner", "bridged-marker-2"])
     async with Client(stdio_server(server.data_dir)) as a, Client(stdio_server(server.data_dir)) as b:
         tools = (await a.list_tools()).tools
-        assert {t.name for t in tools} == TOOL_NAMES
+        assert {t.name for t in tools} == DEFAULT_TOOL_NAMES
         r = await call_tool(a, "search_logs", {"query": "bridged-marker", "service": "bridge"})
         assert r.structured_content["total"] == 2, r.content[0].text
         assert {log["service"] for log in r.structured_content["logs"]} == {"bridge-svc"}

@@ -241,3 +241,73 @@ def test_demo_stops_cleanly_on_sigint_even_when_started_with_sigint_ignored(tmp_
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.slow
+def test_serving_demo_keeps_sending_live_telemetry_and_stops_promptly(tmp_path: Path) -> None:
+    """`obsmcp demo` goes on producing the demo system's telemetry while it serves (the incident with it), so
+    alerts and the status page stay live; Ctrl-C still stops it at once."""
+    import re
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    from tests.conftest import OBSMCP, clean_env, free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(OBSMCP),
+            "demo",
+            "--duration",
+            "5m",
+            "--rate",
+            "1",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--port",
+            str(port),
+            "--otlp-port",
+            str(free_port()),
+        ],
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def accepted_spans() -> float:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        m = re.search(r'obsmcp_ingest_records_total\{outcome="accepted",signal="traces"\} (\S+)', text)
+        assert m, text[:2000]
+        return float(m.group(1))
+
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 120
+        seen = ""
+        while "Ctrl-C to stop" not in seen and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert "Live:" in seen and "Ctrl-C to stop" in seen, seen
+        loaded = accepted_spans()
+        grown = loaded
+        deadline = time.monotonic() + 40
+        while grown <= loaded and time.monotonic() < deadline:
+            time.sleep(2)
+            grown = accepted_spans()
+        assert grown > loaded, f"no live telemetry after the backfill ({loaded} spans)"
+        stopping = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+        assert proc.returncode == 0, seen + rest
+        assert time.monotonic() - stopping < 15, "the live loop held up the shutdown"
+        assert "Traceback" not in rest, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
-from tests.conftest import TOOL_NAMES, ServerProcess, call_tool, call_tool_error
+from tests.conftest import DEFAULT_TOOL_NAMES, ServerProcess, call_tool, call_tool_error
 
 pytestmark = pytest.mark.slow
 
@@ -201,7 +201,7 @@ def _by_service(result: Any) -> dict[str, dict[str, Any]]:
 @pytest.mark.anyio
 async def test_tools_are_read_only_and_publish_output_schemas(client: Any) -> None:
     tools = (await client.list_tools()).tools
-    assert {t.name for t in tools} == TOOL_NAMES
+    assert {t.name for t in tools} == DEFAULT_TOOL_NAMES
     for t in tools:
         assert t.annotations is not None and t.annotations.read_only_hint is True, f"{t.name} not read-only"
         # MCP: destructiveHint only means something when readOnlyHint is false; it is left out to save tokens.

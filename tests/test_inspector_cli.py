@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLES_START, OBSMCP, REPO, TOOL_NAMES, example_files, run_cli
+from tests.conftest import DEFAULT_TOOL_NAMES, EXAMPLES_START, OBSMCP, REPO, example_files, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.inspector]
 
@@ -65,7 +65,7 @@ def test_inspector_lists_all_nine_tools(store: Path, era: str | None) -> None:
     rc, payload, err = run_inspector(store, "--method", "tools/list", era=era)
     assert rc == 0, f"mcp-inspector tools/list failed ({rc}): {payload} {err[-2000:]}"
     tools = payload["result"]["tools"]
-    assert {t["name"] for t in tools} == TOOL_NAMES
+    assert {t["name"] for t in tools} == DEFAULT_TOOL_NAMES
     for t in tools:
         assert t["annotations"]["readOnlyHint"] is True, t["name"]
         assert t["outputSchema"]["type"] == "object", t["name"]

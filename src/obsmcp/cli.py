@@ -236,6 +236,10 @@ def demo(
     rate: Annotated[float, typer.Option(help="root requests per second")] = 4.0,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same data)")] = 42,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="keep serving after loading")] = True,
+    live: Annotated[
+        bool,
+        typer.Option("--live/--no-live", help="while serving, keep sending new telemetry (the incident goes on)"),
+    ] = True,
     keep: Annotated[bool, typer.Option("--keep", help="keep existing data in the demo store")] = False,
     host: HostOpt = None,
     port: PortOpt = None,
@@ -281,7 +285,7 @@ def demo(
     except runtime.StoreLockedError:
         raise _fail(runtime.data_dir_in_use_message(settings, runtime.read_owner(settings))) from None
     try:
-        asyncio.run(_demo(rt, scenario, duration_s, rate, seed, serve_after, target))
+        asyncio.run(_demo(rt, scenario, duration_s, rate, seed, serve_after, target, live))
     except runtime.PortInUseError as e:
         raise _fail(str(e)) from None
     except KeyboardInterrupt:
@@ -291,7 +295,14 @@ def demo(
 
 
 async def _demo(
-    rt: Any, scenario: str, duration_s: float, rate: float, seed: int, serve_after: bool, target: str | None = None
+    rt: Any,
+    scenario: str,
+    duration_s: float,
+    rate: float,
+    seed: int,
+    serve_after: bool,
+    target: str | None = None,
+    live: bool = False,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -336,11 +347,61 @@ async def _demo(
         with runtime.stop_signal() as stop:
             print("", file=sys.stderr)
             _print_endpoints(rt.endpoints, sys.stderr)
+            if live:
+                print(
+                    f"\nLive: {DEMO_LIVE_STEP_S:g} s of new telemetry every {DEMO_LIVE_STEP_S:g} s; the incident goes "
+                    "on (--no-live: a fixed store)",
+                    file=sys.stderr,
+                )
             print(
                 "\nTry: obsmcp tool investigate --data-dir " + str(rt.settings.data_dir) + "   (Ctrl-C to stop)",
                 file=sys.stderr,
             )
-            await stop.wait()
+            if live:
+                headers = bearer_headers(rt.auth.local_token if rt.auth else None)
+                await _demo_live(cfg, truth.start_ns, endpoint, headers, stop)
+            else:
+                await stop.wait()
+
+
+DEMO_LIVE_STEP_S = 10.0
+
+
+async def _demo_live(cfg: Any, incident_start_ns: int, endpoint: str, headers: Any, stop: asyncio.Event) -> None:
+    """Keep the demo system running after the backfill: every DEMO_LIVE_STEP_S, the telemetry of the time since,
+    from the same processes, with the incident still on, through the same OTLP/HTTP path."""
+    import time
+
+    import structlog
+
+    from obsmcp.demo import DemoConfig, generate, send
+
+    log = structlog.get_logger("obsmcp.demo")
+    origin = cfg.end_ns - int(cfg.duration_s * 1e9)
+    last, chunk = cfg.end_ns, 0
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), DEMO_LIVE_STEP_S)
+        if stop.is_set():
+            return
+        now, chunk = time.time_ns(), chunk + 1
+        window = DemoConfig(
+            duration_s=(now - last) / 1e9,
+            rate=cfg.rate,
+            scenario=cfg.scenario,
+            seed=cfg.seed,
+            end_ns=now,
+            target=cfg.target,
+            incident_start_ns=incident_start_ns,
+            origin_ns=origin,
+            chunk=chunk,
+        )
+        try:
+            await send(generate(window), endpoint, headers=headers)
+        except Exception as e:  # the demo keeps serving what it has; the next window tries again
+            log.warning("demo_live_send_failed", error=str(e))
+            continue
+        last = now
 
 
 def _signal_of(path: Path, text_head: bytes, forced: str | None) -> str:
@@ -832,6 +893,9 @@ def _add_subapps() -> None:
     load()
     app.add_typer(fleet_app, name="fleet")
     app.add_typer(alerts_app, name="alerts")
+    from obsmcp.dashboards.cli import dashboard_app
+
+    app.add_typer(dashboard_app, name="dashboard")
 
 
 def main() -> None:

@@ -93,6 +93,12 @@ class DemoConfig:
     incident_duration_s: float | None = None  # default: until the end
     # The root-cause service (see scenario_targets); default: the scenario's usual one.
     target: str | None = None
+    # Live continuation (`obsmcp demo` keeps sending after the backfill): the incident's absolute onset, which
+    # may precede this window; the first window's start, from which the processes keep their start times; and
+    # the continuation's number, so each window has other requests on the same processes (0: not a continuation).
+    incident_start_ns: int | None = None
+    origin_ns: int | None = None
+    chunk: int = 0
 
     def __post_init__(self) -> None:
         check_target(self.scenario, self.target)
@@ -1036,12 +1042,16 @@ class _Engine:
         self._bits = self.rng.getrandbits
         self.end_ns = cfg.end_ns
         self.start_ns = cfg.end_ns - int(cfg.duration_s * _NS)
+        self.origin_ns = cfg.origin_ns if cfg.origin_ns is not None else self.start_ns
         self.truth = scenario_truth(cfg)
         self.incident: Incident = make_incident(self.truth, cfg.seed)
         self.incident_start = self.truth.start_ns
         self.incident_end = self.truth.end_ns
         self.services = [_Service(d, d.name == self.truth.root_cause_service) for d in SERVICES]
         self._start_replicas()
+        if cfg.chunk:
+            # The same processes (drawn above from the seed), other requests in each live window.
+            self.rng.seed(cfg.seed * 1_000_003 + cfg.chunk)
         self.routes = self._compile_routes()
         entries = [(self.routes[key], weight) for key, weight in JOURNEYS]
         self.journeys = [route for route, _ in entries]
@@ -1068,7 +1078,7 @@ class _Engine:
         for svc in self.services:
             defn = svc.defn
             for _ in range(defn.replicas):
-                started = self.start_ns - int(rng.uniform(1.0, 6.0) * 86400 * _NS)
+                started = self.origin_ns - int(rng.uniform(1.0, 6.0) * 86400 * _NS)
                 svc.replicas.append(_Replica(svc, self._pod_name(defn.name), defn.version, started, rng))
             svc.incident_replicas = svc.replicas
             if svc.culprit and new_version is not None:
@@ -1381,6 +1391,8 @@ class _Engine:
 
     def _retire(self, rep: _Replica, t: int) -> None:
         rep.retired = True
+        if t < self.start_ns:  # retired before this window (a live continuation): logged by an earlier one
+            return
         self.process_log(rep, t, "INFO", "Received SIGTERM, shutting down gracefully")
         self.process_log(rep, t + int(self.rng.uniform(1.0, 4.0) * _NS), "INFO", "Shutdown complete")
 

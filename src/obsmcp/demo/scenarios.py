@@ -840,7 +840,10 @@ def scenario_truth(cfg: DemoConfig) -> Scenario:
     service = cfg.target or definition.default_target
     if not service:
         return Scenario(cfg.scenario, "", end, end, definition.description)
-    start = max(window_start, end - int(cfg.incident_start_before_end_s * _NS))
+    if cfg.incident_start_ns is not None:  # a live continuation: the incident began in an earlier window
+        start = cfg.incident_start_ns
+    else:
+        start = max(window_start, end - int(cfg.incident_start_before_end_s * _NS))
     stop = end if cfg.incident_duration_s is None else min(end, start + int(cfg.incident_duration_s * _NS))
     return Scenario(cfg.scenario, service, start, stop, _describe(cfg.scenario, service), _affected(service))
 
