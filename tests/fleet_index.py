@@ -190,6 +190,8 @@ class PackageIndex:
         self.requests: list[str] = []
         self.failure: int | None = None
         self.mcp_status: dict[str, str] = {}  # registry server name -> status (active | deprecated | deleted)
+        # File URLs in the JSON API relative to the document ("../../files/x.whl"), as some PyPI mirrors serve them.
+        self.relative_urls = False
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fleet-index", daemon=True)
@@ -256,7 +258,9 @@ class PackageIndex:
         sha = f.sha256
         return {
             "filename": f.path.name,
-            "url": f"{self.url}/files/{quote(f.path.name)}",
+            "url": (
+                f"../../files/{quote(f.path.name)}" if self.relative_urls else f"{self.url}/files/{quote(f.path.name)}"
+            ),
             "digests": {"sha256": sha} if sha else {},
             "packagetype": f.kind,
             "python_version": "py3" if f.kind == "bdist_wheel" else "source",

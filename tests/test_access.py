@@ -21,7 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 
-from obsmcp.access import CATEGORIES, AuditLog, RateLimiter, select_tools
+from obsmcp.access import CATEGORIES, AuditLog, RateLimiter, retry_in, select_tools
 from obsmcp.config import ConfigError, Settings
 from obsmcp.runtime import Runtime
 from tests.conftest import DEFAULT_TOOL_NAMES, OBSMCP, TOOL_NAMES, ServerProcess, run_cli
@@ -140,6 +140,8 @@ def test_rate_limiter_allows_bursts_refills_at_the_rate_and_keeps_clients_apart(
     assert limiter.acquire("a", now=100.0) == 0.0  # refilled, but never above the burst
     assert [limiter.acquire("a", now=100.0) for _ in range(3)][-1] > 0
     assert RateLimiter(rate=0, burst=1).acquire("a") == 0.0  # 0 disables
+    # The advice "retry in N s" is rounded up: a wait rounded down would be refused again.
+    assert [retry_in(w) for w in (0.0, 0.1, 0.14, 0.5, 1.96)] == [0.1, 0.1, 0.2, 0.5, 2.0]
 
 
 def test_audit_log_is_private_and_bounded_by_rotation(tmp_path: Path) -> None:

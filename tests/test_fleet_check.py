@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from obsmcp.fleet import versions
@@ -93,6 +94,19 @@ def test_pypi_latest_version_and_file_digests_match_the_built_wheels(fleet_index
     assert wheel.size == on_disk.stat().st_size
     assert release.published is not None and release.published.year == 2026
     assert {a.filename.rsplit(".", 1)[-1] for a in release.artifacts} == {"whl", "gz"}
+
+
+def test_pypi_file_urls_relative_to_the_document_are_resolved(fleet_index: PackageIndex) -> None:
+    # PyPI mirrors may list files as "../../packages/..." (seen on this machine's PyPI proxy).
+    fleet_index.relative_urls = True
+    try:
+        release = resolve_release(_fleet(fleet_index), "pypi", "obsmcp-test-echo", "1.0.0")
+    finally:
+        fleet_index.relative_urls = False
+    wheel = next(a for a in release.artifacts if a.filename.endswith(".whl"))
+    assert wheel.url == f"{fleet_index.url}/files/{wheel.filename}"
+    body = httpx.get(wheel.url, timeout=10).content
+    assert hashlib.sha256(body).hexdigest() == wheel.sha256
 
 
 def test_pypi_latest_skips_prereleases_and_yanked_releases(fleet_index: PackageIndex) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import math
 import os
 import re
 import threading
@@ -339,6 +340,11 @@ def definitions_tokens(tools: list[Any]) -> int:
 # -- per-client rate limit ---------------------------------------------------------------------------------------
 
 
+def retry_in(wait_s: float) -> float:
+    """The wait to advise, rounded up to a tenth of a second: advice rounded down would be refused again."""
+    return max(0.1, math.ceil(wait_s * 10 - 1e-9) / 10)
+
+
 class RateLimiter:
     """A token bucket per client: `rate` calls per second, bursts of `burst`. The table of clients is bounded
     (least recently seen dropped first), so many addresses cannot grow it without limit."""
@@ -490,7 +496,7 @@ class ToolCallGuard:
                     TextContent(
                         type="text",
                         text=f"rate limit: {identity} may make {self.limiter.rate:g} tool calls per second "
-                        f"(bursts of {self.limiter.burst}); retry in {max(wait, 0.1):.1f} s",
+                        f"(bursts of {self.limiter.burst}); retry in {retry_in(wait):.1f} s",
                     )
                 ],
             )

@@ -202,6 +202,7 @@ def _print_endpoints(endpoints: dict[str, str], stream: Any) -> None:
         print(f"OTLP/HTTP receiver:    {endpoints['otlp_http']}  (OTEL_EXPORTER_OTLP_ENDPOINT)", file=stream)
     if "otlp_grpc" in endpoints:
         print(f"OTLP/gRPC receiver:    {endpoints['otlp_grpc']}", file=stream)
+    print(f"Status page:           {mcp_url.removesuffix('/mcp')}/  (open in a browser)", file=stream)
     print(f"Health:                {mcp_url.removesuffix('/mcp')}/health", file=stream)
     print("\nClient configs (paste one):", file=stream)
     print(f"  Claude Code:  claude mcp add --transport http obsmcp {mcp_url}", file=stream)

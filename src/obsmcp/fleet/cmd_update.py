@@ -474,7 +474,9 @@ def update_cmd(
         for n in names:
             found = _discovered(paths, validate_server_name(n))
             k, p, v, en = kind, package, version, entry
-            if not all_ and load_state(paths, n) is None and (k is None or p is None):
+            st = load_state(paths, n)
+            # Not installed yet (no state, or only a failed first attempt): the client config says what it is.
+            if not all_ and (st is None or st.active is None) and (k is None or p is None):
                 k, p, v, en = k or found.kind, p or found.package, v or found.requested, en or found.entry
             try:
                 out = update_server(

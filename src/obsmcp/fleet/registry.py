@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 from obsmcp.fleet import versions
 from obsmcp.fleet.model import (
@@ -215,7 +215,10 @@ def _notes_url(urls: dict[str, Any] | None, fallback: str | None) -> str | None:
 
 def pypi_releases(fleet: FleetSettings, package: str) -> PackageReleases:
     validate_package("pypi", package)
-    doc = _get_json(fleet.pypi_url, "PyPI", f"/pypi/{quote(package)}/json")
+    path = f"/pypi/{quote(package)}/json"
+    doc = _get_json(fleet.pypi_url, "PyPI", path)
+    # File URLs may be relative to the document (mirrors serve them so): resolve them as a browser would.
+    document_url = fleet.pypi_url.rstrip("/") + path
     if doc is None:
         raise FleetValidationError(
             f"PyPI at {fleet.pypi_url} has no project {package!r}", hint="check the package name in the client config"
@@ -230,7 +233,7 @@ def pypi_releases(fleet: FleetSettings, package: str) -> PackageReleases:
         files = [f for f in doc["releases"][version] or [] if isinstance(f, dict)]
         artifacts = tuple(
             Artifact(
-                url=str(f.get("url", "")),
+                url=urljoin(document_url, str(f.get("url", ""))),
                 filename=str(f.get("filename", "")),
                 sha256=((f.get("digests") or {}).get("sha256") or None),
                 size=f.get("size") if isinstance(f.get("size"), int) else None,
