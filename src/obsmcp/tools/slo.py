@@ -57,11 +57,10 @@ _UNIT_PER_MS = {"s": 1e-3, "ms": 1.0, "us": 1e3, "µs": 1e3, "ns": 1e6}
 
 TOOL_DESCRIPTION = (
     "SLO status per service, worst first: SLI over the range and the SLO window, compliance (met / at risk / "
-    "violated), error budget spent and left, burn rates 5m..3d ending at `end`, multiwindow burn-rate alerts "
-    "(SRE Workbook page/ticket) and time until the budget is gone. SLOs come from the config's [[slos]], else "
-    "defaults: availability 99.9%, latency p95 < 2s and p99 < 5s, error rate < 0.1%, 30d. availability and "
-    "latency count requests (server spans or trace roots); error_rate counts all the service's spans, so "
-    "failing downstream calls count too."
+    "violated), error budget spent and left, burn rates 5m..3d ending at `end`, SRE Workbook burn-rate alerts "
+    "and time until the budget is gone. SLOs: the config's [[slos]], else availability 99.9%, p95 < 2s, "
+    "p99 < 5s, error rate < 0.1%, 30d. availability and latency count requests; error_rate counts all the "
+    "service's spans, so failing downstream calls count too."
 )
 
 
