@@ -10,12 +10,9 @@ Without it a test fails under CI (CI=true), where it must run, and skips elsewhe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.prometheus import LoopbackDaemon
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_COMMAND = "bash scripts/install-alertmanager.sh"
@@ -71,83 +70,33 @@ def webhook_receiver(
     }
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class AlertmanagerServer(LoopbackDaemon):
+    name = "Alertmanager"
 
-
-class AlertmanagerServer:
     def __init__(self, binary: Path, workdir: Path, config: dict[str, Any]) -> None:
-        self.binary = binary
-        self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir, "alertmanager.log")
+        self.binary = binary
         self.config_path = workdir / "alertmanager.yml"
         self.config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
         # The binary from scripts/install-alertmanager.sh reads its templates and UI from ./am-share.
         share = binary.parent.parent / "share" / "prometheus" / "alertmanager"
         if share.is_dir() and not (workdir / "am-share").exists():
             (workdir / "am-share").symlink_to(share)
-        self.log_path = workdir / "alertmanager.log"
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+    def command(self) -> list[str]:
+        return [
+            str(self.binary),
+            f"--config.file={self.config_path}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",  # no gossip: one instance, no port 9094
+            "--log.level=warn",
+        ]
 
     def start(self, timeout: float = 30.0) -> AlertmanagerServer:
-        for _attempt in range(3):  # the port can be taken between choosing and binding it
-            self.port = _free_port()
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [
-                        str(self.binary),
-                        f"--config.file={self.config_path}",
-                        f"--storage.path={self.workdir / 'data'}",
-                        f"--web.listen-address=127.0.0.1:{self.port}",
-                        "--cluster.listen-address=",  # no gossip: one instance, no port 9094
-                        "--log.level=warn",
-                    ],
-                    cwd=self.workdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            if self._wait_ready(timeout):
-                return self
-            self.stop()
-            if "address already in use" not in self.log_text():
-                break
-        raise AssertionError(f"Alertmanager did not get ready on {self.url}; its log:\n{self.log_text()[-4000:]}")
-
-    def _wait_ready(self, timeout: float) -> bool:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return True
-            time.sleep(0.1)
-        return False
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        self._start(timeout)
+        return self
 
     def alerts(self, **params: Any) -> list[dict[str, Any]]:
         """GET /api/v2/alerts (gettableAlerts): labels, annotations, startsAt, endsAt, fingerprint, status."""

@@ -117,30 +117,25 @@ class PrometheusError(AssertionError):
     """Prometheus answered an API call with an error, or did not get ready; the message has its reason."""
 
 
-class PrometheusServer:
-    """A running Prometheus on 127.0.0.1 with its own data directory and config file."""
+class LoopbackDaemon:
+    """A Prometheus-family server (Prometheus, Alertmanager) on a free 127.0.0.1 port, ready when /-/ready says
+    so, its output in a log file. Subclasses give the command line and the error to raise."""
 
-    def __init__(self, bins: PrometheusBinaries, workdir: Path, config: dict[str, Any], extra_args: Sequence[str]):
-        self.bins = bins
+    name = "server"
+    error: type[AssertionError] = AssertionError
+
+    def __init__(self, workdir: Path, log_name: str) -> None:
         self.workdir = workdir
-        self.config_path = workdir / "prometheus.yml"
-        self.data_dir = workdir / "data"
-        self.log_path = workdir / "prometheus.log"
-        self.extra_args = tuple(extra_args)
+        self.log_path = workdir / log_name
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
-        self.write_config(config)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def write_config(self, config: dict[str, Any]) -> None:
-        # JSON is YAML: no YAML library needed. promtool validates it before Prometheus sees it.
-        self.config_path.write_text(json.dumps(config, indent=2))
-        checked = promtool(self.bins, "check", "config", str(self.config_path))
-        if checked.returncode != 0:
-            raise PrometheusError(f"promtool rejected the config:\n{checked.stdout}{checked.stderr}")
+    def command(self) -> list[str]:
+        raise NotImplementedError
 
     def log_text(self) -> str:
         try:
@@ -148,31 +143,19 @@ class PrometheusServer:
         except OSError:
             return ""
 
-    def start(self, timeout: float = 30.0) -> PrometheusServer:
+    def _start(self, timeout: float) -> None:
         for _attempt in range(3):  # the port can be taken between choosing and binding it
             self.port = _free_port()
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
-                    [
-                        str(self.bins.prometheus),
-                        f"--config.file={self.config_path}",
-                        f"--storage.tsdb.path={self.data_dir}",
-                        f"--web.listen-address=127.0.0.1:{self.port}",
-                        "--web.enable-lifecycle",
-                        "--log.level=warn",
-                        *self.extra_args,
-                    ],
-                    cwd=self.workdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+                    self.command(), cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
                 )
             if self._wait_ready(timeout):
-                return self
+                return
             self.stop()
             if "address already in use" not in self.log_text():
                 break
-        raise PrometheusError(f"Prometheus did not get ready on {self.url}; its log:\n{self.log_text()[-4000:]}")
+        raise self.error(f"{self.name} did not get ready on {self.url}; its log:\n{self.log_text()[-4000:]}")
 
     def _wait_ready(self, timeout: float) -> bool:
         assert self.proc is not None
@@ -195,6 +178,43 @@ class PrometheusServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class PrometheusServer(LoopbackDaemon):
+    """A running Prometheus on 127.0.0.1 with its own data directory and config file."""
+
+    def __init__(self, bins: PrometheusBinaries, workdir: Path, config: dict[str, Any], extra_args: Sequence[str]):
+        super().__init__(workdir, "prometheus.log")
+        self.bins = bins
+        self.config_path = workdir / "prometheus.yml"
+        self.data_dir = workdir / "data"
+        self.extra_args = tuple(extra_args)
+        self.write_config(config)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        # JSON is YAML: no YAML library needed. promtool validates it before Prometheus sees it.
+        self.config_path.write_text(json.dumps(config, indent=2))
+        checked = promtool(self.bins, "check", "config", str(self.config_path))
+        if checked.returncode != 0:
+            raise PrometheusError(f"promtool rejected the config:\n{checked.stdout}{checked.stderr}")
+
+    name = "Prometheus"
+    error = PrometheusError
+
+    def command(self) -> list[str]:
+        return [
+            str(self.bins.prometheus),
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.data_dir}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+            *self.extra_args,
+        ]
+
+    def start(self, timeout: float = 30.0) -> PrometheusServer:
+        self._start(timeout)
+        return self
 
     def reload(self, config: dict[str, Any]) -> None:
         """Replace the config and apply it without a restart."""

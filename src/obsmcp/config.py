@@ -7,7 +7,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -311,24 +311,7 @@ class Settings(BaseSettings):
     @classmethod
     def _alerts(cls, v: Any) -> Any:
         """Validate each rule alone so the error names the rule and its field; names are unique."""
-        if not isinstance(v, list):
-            return v
-        out: list[AlertRule] = []
-        for i, item in enumerate(v):
-            if isinstance(item, AlertRule):
-                out.append(item)
-                continue
-            name = item.get("name") if isinstance(item, dict) else None
-            label = f"alert rule {name!r}" if name else f"alert rule #{i + 1} (no name)"
-            try:
-                out.append(AlertRule.model_validate(item))
-            except ValidationError as e:
-                raise ValueError(f"{label}: {_explain_model(e, AlertRule)}") from None
-        names = [r.name for r in out]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"alert rule names must be unique: {', '.join(dup)} appear more than once")
-        return out
+        return _named_items(v, AlertRule, "alert rule")
 
     @field_validator("alert_interval")
     @classmethod
@@ -357,21 +340,7 @@ class Settings(BaseSettings):
     @classmethod
     def _alert_webhooks(cls, v: Any) -> Any:
         """Validate each webhook alone so the error names it and its field (never its URL: a secret)."""
-        if not isinstance(v, list):
-            return v
-        out: list[WebhookConfig] = []
-        for i, item in enumerate(v):
-            name = item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
-            label = f"webhook {name!r}" if name else f"webhook #{i + 1} (no name)"
-            try:
-                out.append(item if isinstance(item, WebhookConfig) else WebhookConfig.model_validate(item))
-            except ValidationError as e:
-                raise ValueError(f"{label}: {_explain_model(e, WebhookConfig)}") from None
-        names = [w.name for w in out]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"webhook names must be unique: {', '.join(dup)} appear more than once")
-        return out
+        return _named_items(v, WebhookConfig, "webhook")
 
     # -- access control (obsmcp.auth, obsmcp.access) ---------------------------------------------------------
     auth_token: SecretStr | None = Field(
@@ -457,24 +426,7 @@ class Settings(BaseSettings):
     @classmethod
     def _slos(cls, v: Any) -> Any:
         """Validate each SLO alone so the error names the SLO and its field, not a list index."""
-        if not isinstance(v, list):
-            return v
-        out: list[SLOConfig] = []
-        for i, item in enumerate(v):
-            if isinstance(item, SLOConfig):
-                out.append(item)
-                continue
-            name = item.get("name") if isinstance(item, dict) else None
-            label = f"SLO {name!r}" if name else f"SLO #{i + 1} (no name)"
-            try:
-                out.append(SLOConfig.model_validate(item))
-            except ValidationError as e:
-                raise ValueError(f"{label}: {_explain_slo(e)}") from None
-        names = [s.name for s in out]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"SLO names must be unique: {', '.join(dup)} appear more than once")
-        return out
+        return _named_items(v, SLOConfig, "SLO")
 
     @model_validator(mode="after")
     def _slo_backends(self) -> Settings:
@@ -553,8 +505,30 @@ def _settings_class(config_file: Path | None) -> type[Settings]:
     return FileSettings
 
 
-def _explain_slo(err: ValidationError) -> str:
-    return _explain_model(err, SLOConfig)
+_Named = TypeVar("_Named", bound=BaseModel)
+
+
+def _named_items(v: Any, model: type[_Named], what: str) -> Any:
+    """A config list of named tables (SLOs, alert rules, webhooks), each validated alone so an error names the
+    item and its field rather than a list index; names must be unique. Not a list: left to pydantic."""
+    if not isinstance(v, list):
+        return v
+    out: list[_Named] = []
+    for i, item in enumerate(v):
+        if isinstance(item, model):
+            out.append(item)
+            continue
+        name = item.get("name") if isinstance(item, dict) else None
+        label = f"{what} {name!r}" if name else f"{what} #{i + 1} (no name)"
+        try:
+            out.append(model.model_validate(item))
+        except ValidationError as e:
+            raise ValueError(f"{label}: {_explain_model(e, model)}") from None
+    names = [getattr(item, "name", None) for item in out]
+    dup = sorted({str(n) for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{what} names must be unique: {', '.join(dup)} appear more than once")
+    return out
 
 
 def _explain_model(err: ValidationError, model: type[BaseModel]) -> str:
