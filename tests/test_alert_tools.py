@@ -8,7 +8,7 @@ import json
 import random
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,17 @@ import pytest
 from mcp import Client
 from mcp.types import ServerNotification
 
+from obsmcp.alerting.notify import WebhookConfig, WebhookNotifier
 from obsmcp.alerting.push import FIRING_URI
 from obsmcp.config import Settings
 from obsmcp.runtime import Runtime
+from tests import alertmanager as am
+from tests.alertmanager import WebhookReceiver
 from tests.conftest import call_tool, call_tool_error
-from tests.factories import traces_request
+from tests.factories import logs_request, traces_request
 from tests.test_alerting import ERROR_RATE_RULE, Clock, requests
 
+webhook_receiver_factory = am.webhook_receiver_factory  # the fixture, used by name below
 S = 1_000_000_000
 WRITE_TOOLS = {"create_alert_rule", "update_alert_rule", "delete_alert_rule", "silence_alert"}
 CONFIG_RULE = {**ERROR_RATE_RULE, "for": "0s"}
@@ -249,3 +253,70 @@ async def test_the_serve_loop_pushes_firing_alerts_over_streamable_http(tmp_path
                 assert r.structured_content["alerts"][0]["rule"] == "checkout-errors"
     finally:
         rt.close()
+
+
+SECRET_LOG = "login failed password=hunter2secret for key AKIAIOSFODNN7EXAMPLE"
+
+
+@pytest.mark.anyio
+async def test_a_secret_in_an_alert_cause_is_redacted_in_the_tool_the_resource_and_the_webhook(
+    tmp_path: Path, webhook_receiver_factory: Callable[..., WebhookReceiver]
+) -> None:
+    rule = {"name": "new-errors", "kind": "log_pattern", "window": "5m", "baseline": "1h", "min_count": 3}
+    rt = Runtime.open(Settings(data_dir=tmp_path, alert_default_rules=False, alerts=[rule]), in_memory=True)
+    sink = webhook_receiver_factory()
+    hook = WebhookNotifier(
+        WebhookConfig.model_validate({"name": "t", "url": f"{sink.url}/hook", "format": "alertmanager"})
+    )
+    try:
+        rt.alerts.add_notifier(hook)
+        now = time.time_ns()
+        old = [(now - (40 - i) * 60 * S, 17, f"payment declined for order {i}", b"") for i in range(30)]
+        records = old + [(now - (120 - 20 * i) * S, 17, SECRET_LOG, b"") for i in range(6)]
+        await rt.receiver.ingest("logs", logs_request("checkout-service", records), "protobuf")
+        await anyio.to_thread.run_sync(rt.alerts.evaluate_now)
+        assert hook.flush(10), (rt.alerts.current(), rt.alerts.errors())
+        async with Client(rt.mcp) as client:
+            listed = await call_tool(client, "list_alerts")
+            contents = (await client.read_resource(FIRING_URI)).contents
+            resource = getattr(contents[0], "text", "")
+        webhook = json.dumps(sink.wait(1, timeout=15)[0].body)
+        (alert,) = listed.structured_content["alerts"]
+        assert "login failed" in alert["cause"] and "login failed" in resource and "login failed" in webhook
+        for seen in (listed.content[0].text, json.dumps(alert), resource, webhook):
+            assert "hunter2secret" not in seen and "AKIAIOSFODNN7EXAMPLE" not in seen
+            assert "[REDACTED:" in seen
+    finally:
+        hook.close()
+        rt.close()
+
+
+@pytest.mark.anyio
+async def test_a_rule_whose_service_matches_several_is_refused_by_the_dry_run(writable: Runtime) -> None:
+    spans = requests(random.Random(2), time.time_ns() - 120 * S, 10, 3, errors=0)
+    await writable.receiver.ingest(
+        "traces", traces_request({"checkout-cart": spans, "checkout-payments": spans}), "protobuf"
+    )
+    rule = {"name": "ambiguous", "kind": "threshold", "service": "checkout", "signal": "error_rate", "threshold": 1}
+    async with Client(writable.mcp) as client:
+        error = await call_tool_error(client, "create_alert_rule", {"rule": rule})
+    assert "service:" in error and "checkout-cart" in error and "checkout-payments" in error
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "expected"),
+    [
+        ("silence_alert", {"duration": "3000000d", "rule": "checkout-errors"}, "a silence lasts at most 90d"),
+        ("create_alert_rule", {"rule": {"name": "q", "kind": "log_rate", "threshold": 1, "window": "3000000d"}},
+         "'3000000d' is too long: at most 90d"),
+        ("create_alert_rule", {"rule": {"name": "q", "kind": "log_rate", "threshold": 1, "for": "100d"}},
+         "'100d' is too long: at most 90d"),
+    ],
+)  # fmt: skip
+@pytest.mark.anyio
+async def test_overlong_durations_are_refused_with_the_limit(
+    writable: Runtime, tool: str, args: dict[str, Any], expected: str
+) -> None:
+    async with Client(writable.mcp) as client:
+        error = await call_tool_error(client, tool, args)
+    assert expected in error and "internal error" not in error

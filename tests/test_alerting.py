@@ -5,6 +5,7 @@ PromQL rule against a real Prometheus."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from obsmcp import metrics
-from obsmcp.alerting.model import Alert, AlertTransition
+from obsmcp.alerting.evaluate import Sample
+from obsmcp.alerting.model import Alert, AlertRule, AlertTransition
+from obsmcp.alerting.rules import RuleError
 from obsmcp.config import ConfigError, Settings, load_settings
 from obsmcp.runtime import Runtime
 from tests.factories import logs_request, resource, span, traces_request
@@ -331,3 +334,66 @@ async def test_a_promql_rule_fires_from_a_real_prometheus(
             rt.close()
     finally:
         prom.stop()
+
+
+@pytest.mark.anyio
+async def test_concurrent_on_demand_reads_run_one_round_not_one_each(tmp_path: Path) -> None:
+    rt = open_runtime(tmp_path, alerts=[{**ERROR_RATE_RULE, "for": "0s"}])
+    try:
+        rounds: list[float] = []
+        engine, run_round = rt.alerts, rt.alerts._evaluate_round
+
+        def counted() -> list[AlertTransition]:
+            rounds.append(time.monotonic())
+            time.sleep(0.3)  # a slow round: the other callers wait for it on the lock
+            return run_round()
+
+        engine._evaluate_round = counted  # type: ignore[method-assign]
+        callers = [threading.Thread(target=engine.ensure_fresh) for _ in range(4)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(timeout=30)
+        assert len(rounds) == 1 and engine.last_round is not None
+    finally:
+        rt.close()
+
+
+@pytest.mark.anyio
+async def test_a_stopped_engine_evaluates_no_more_rules(tmp_path: Path) -> None:
+    rt = open_runtime(tmp_path, alerts=[{**ERROR_RATE_RULE, "for": "0s"}])
+    try:
+        now = time.time_ns()
+        spans = requests(random.Random(1), now - 120 * S, 40, 3, errors=10)
+        await rt.receiver.ingest("traces", traces_request({"checkout-service": spans}), "protobuf")
+        rt.alerts.stop()  # e.g. during shutdown, while a round is under way
+        assert rt.alerts.evaluate_now() == [] and rt.alerts.current() == []
+        rt.alerts._stop.clear()  # the same round when not stopping fires
+        assert [t.alert.rule for t in rt.alerts.evaluate_now()] == ["checkout-errors"]
+    finally:
+        rt.close()
+
+
+@pytest.mark.anyio
+async def test_two_callers_creating_the_same_rule_name_get_one_rule_and_one_refusal(tmp_path: Path) -> None:
+    rt = open_runtime(tmp_path)
+    try:
+        engine = rt.alerts
+        rule = AlertRule.model_validate({"name": "dup", "kind": "log_rate", "threshold": 5})
+        other = rule.model_copy(update={"threshold": 99.0})
+        dry_run = engine.dry_run
+        raced: list[str] = []
+
+        def racing_dry_run(r: AlertRule) -> list[Sample]:
+            if not raced:  # another caller creates the same name while this dry run is under way
+                raced.append(r.name)
+                engine.create_rule(other)
+            return dry_run(r)
+
+        engine.dry_run = racing_dry_run  # type: ignore[method-assign,assignment]
+        with pytest.raises(RuleError, match="a rule named 'dup' exists"):
+            engine.create_rule(rule)
+        (kept,) = [r for r in engine.rules() if r.name == "dup"]
+        assert kept.threshold == 99.0  # the first caller's rule is not overwritten
+    finally:
+        rt.close()

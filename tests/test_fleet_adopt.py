@@ -268,6 +268,22 @@ def test_a_failed_install_leaves_the_config_untouched(machine: Machine) -> None:
     assert not machine.fleet.backups.exists() or not any(machine.fleet.backups.iterdir())
 
 
+def test_the_first_install_is_smoke_tested_with_the_entrys_own_arguments(
+    machine: Machine, fleet_index: PackageIndex
+) -> None:
+    """echo exits at once when given `--version`: an entry that passes it cannot be adopted, because the install's
+    smoke test starts the server exactly as the client would (its arguments), so nothing is switched over."""
+    cfg = machine.config("claude_desktop_config.json")
+    entry = '"echo": {"command": "uvx", "args": ["obsmcp-test-echo==1.0.0", "--version"]},\n    '
+    cfg.write_text(cfg.read_text().replace('"git": {', entry + '"git": {', 1))
+    before = cfg.read_bytes()
+    fleet = FleetSettings(pypi_url=fleet_index.url, npm_registry=fleet_index.url, mcp_registry=fleet_index.url)
+    with pytest.raises(FleetError) as e:
+        adopt(fleet, machine.fleet, "echo", client="claude-desktop")
+    assert e.value.kind == "smoke_test", e.value.message
+    assert cfg.read_bytes() == before
+
+
 def test_a_python_m_entry_is_adopted_only_once_its_package_is_known(machine: Machine) -> None:
     before = machine.config("cursor.mcp.json").read_bytes()
     with pytest.raises(FleetValidationError, match=r"python -m mcp_server_kubernetes\.main.*--package <project>"):

@@ -196,6 +196,53 @@ def test_registry_errors_say_what_failed_and_what_to_check(fleet_index: PackageI
         npm_releases(closed, "@obsmcp-test/echo")
 
 
+ODD_DOCS: dict[str, object] = {
+    "/pypi/odd-digest/json": {"info": {}, "releases": {"1.0.0": [{"filename": "o-1.0.0.tar.gz", "digests": "x"}]}},
+    "/pypi/odd-release/json": {"info": {}, "releases": {"1.0.0": "not a file list"}},
+    "/odd-dist": {"versions": {"1.0.0": {"dist": "not an object"}}},
+    "/odd-manifest": {"versions": {"1.0.0": ["not", "a", "manifest"]}},
+}
+
+
+def test_odd_registry_documents_are_clear_errors_and_registry_credentials_are_never_shown() -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            doc = ODD_DOCS.get(self.path)
+            body = json.dumps(doc).encode()
+            self.send_response(200 if doc else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body) if doc else 0))
+            self.end_headers()
+            if doc:
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://user:s3cr3t-t0ken@127.0.0.1:{server.server_address[1]}"
+        fleet = FleetSettings(pypi_url=url, npm_registry=url)
+        odd = package_releases(fleet, "pypi", "odd-digest")  # a non-object `digests` is no digest, not a crash
+        assert odd.releases[0].artifacts[0].sha256 is None
+        for kind, name in (("pypi", "odd-release"), ("npm", "odd-dist"), ("npm", "odd-manifest")):
+            with pytest.raises(FleetNetworkError, match=f"sent an unexpected document for '{name}'") as e:
+                package_releases(fleet, kind, name)  # type: ignore[arg-type]
+            assert "s3cr3t" not in str(e.value)
+        for kind in ("pypi", "npm"):
+            with pytest.raises(FleetValidationError) as missing:
+                package_releases(fleet, kind, "nope")  # type: ignore[arg-type]
+            assert f"at http://127.0.0.1:{server.server_address[1]} has no" in str(missing.value)
+            assert "s3cr3t" not in str(missing.value) and "user" not in str(missing.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # ---- fleet check over the client configs -------------------------------------------------------------------
 
 

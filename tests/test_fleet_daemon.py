@@ -182,7 +182,7 @@ def test_daemon_process_serves_status_refuses_a_second_instance_and_stops_on_sig
 
 
 def test_unattended_updates_never_activate_a_rewritten_tool_description_or_a_broken_release(
-    fleet_index: PackageIndex, tmp_path: Path
+    fleet_index: PackageIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The daemon's update job through the real update path: echo 1.1.0 rewrites a tool description (refused
     unattended), broken 2.0.0 fails its handshake; both stay on the version that works."""
@@ -203,3 +203,18 @@ def test_unattended_updates_never_activate_a_rewritten_tool_description_or_a_bro
     assert load_state(paths, "echo").active == "1.0.0"  # type: ignore[union-attr]
     assert load_state(paths, "broken").active == "1.0.0"  # type: ignore[union-attr]
     assert daemon.jobs["update"].last_outcome == "error"
+
+    # The smoke test starts the candidate the way the client does, with the entry's arguments: here `--version`,
+    # which makes echo print its version and exit instead of serving, so 1.1.0 now fails its handshake.
+    home = tmp_path / "home"
+    (home / ".cursor").mkdir(parents=True)
+    entry = {"command": "uvx", "args": ["obsmcp-test-echo", "--version"]}
+    (home / ".cursor" / "mcp.json").write_text(json.dumps({"mcpServers": {"echo": entry}}))
+    for var in ("XDG_CONFIG_HOME", "CLAUDE_CONFIG_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    daemon.run_job("update")
+    outcomes = {u["server"]: u for u in daemon.status()["last_updates"]}
+    assert outcomes["echo"]["outcome"] == "failed" and outcomes["echo"]["kind"] == "smoke_test", outcomes["echo"]
+    assert load_state(paths, "echo").active == "1.0.0"  # type: ignore[union-attr]

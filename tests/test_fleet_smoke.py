@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -19,7 +20,8 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from obsmcp.fleet.activate import active_version, ensure_launcher, rollback_server, switch_active
-from obsmcp.fleet.model import Artifact, FleetPaths, FleetValidationError, SmokeTestError
+from obsmcp.fleet.install import InstallError, download
+from obsmcp.fleet.model import Artifact, FleetNetworkError, FleetPaths, FleetValidationError, SmokeTestError
 from obsmcp.fleet.smoke import diff_tools, smoke_test
 from obsmcp.fleet.state import FleetBusyError, ServerState, ToolSnapshot, load_state, save_state, server_lock
 from obsmcp.fleet.verify import (
@@ -53,6 +55,7 @@ SERVER = textwrap.dedent(
 
     if variant == "crash":
         print("\x1b[2JImportError: no module named 'lost_dependency'", file=sys.stderr)
+        print("retrying with token=ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", file=sys.stderr)
         sys.exit(3)
     if variant == "hang":
         sys.stdin.read()
@@ -81,6 +84,7 @@ def test_smoke_test_failure_carries_the_servers_stderr(server_script: Path) -> N
         smoke_test(sys.executable, [str(server_script), "crash"], timeout_s=30)
     assert "lost_dependency" in err.value.message
     assert "\x1b" not in err.value.message  # escape sequences from the server never reach the terminal
+    assert "ghp_" not in err.value.message and "token=[REDACTED:github]" in err.value.message  # nor secrets
     assert err.value.kind == "smoke_test"
 
 
@@ -108,6 +112,8 @@ def test_tool_diff_flags_description_changes_as_poisoning_risk() -> None:
     assert [n for n, _, _ in diff.description_changed] == ["echo"]
     text = "\n".join(diff.lines())
     assert "DESCRIPTION CHANGED" in text and "tool-poisoning" in text
+    assert diff.needs_review == ["echo", "upper"]  # a new tool's description is new text too
+    assert "+ upper: NEW TOOL: review its description" in text and "new: 'Upper.'" in text
     assert "\u202e" not in text and "\\u202e" in text  # bidi override shown escaped, not rendered
     assert diff_tools(old, old).empty
 
@@ -167,11 +173,52 @@ def test_activation_is_atomic_for_concurrent_readers(tmp_path: Path, server_scri
     assert not list(paths.server("demo").glob(".active.*"))  # no temporary links left behind
 
 
+@pytest.fixture
+def file_server() -> Any:
+    """A loopback file host: /f.whl is the file, /same redirects on the same host, /away to another host."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            port = self.server.server_address[1]
+            where = {"/same": "/f.whl", "/away": f"http://localhost:{port}/f.whl"}.get(self.path)
+            self.send_response(302 if where else 200)
+            if where:
+                self.send_header("Location", where)
+            self.send_header("Content-Length", "0" if where else "5")
+            self.end_headers()
+            if not where:
+                self.wfile.write(b"wheel")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_downloads_follow_only_safe_redirects_and_disk_errors_are_clear(file_server: str, tmp_path: Path) -> None:
+    path, hasher = download(Artifact(f"{file_server}/same", "f.whl", None), tmp_path / "dl")
+    assert path.read_bytes() == b"wheel" and hasher.size == 5  # same host: followed
+    with pytest.raises(FleetNetworkError, match=r"refusing a redirect from http://127\.0\.0\.1 to http://localhost"):
+        download(Artifact(f"{file_server}/away", "f.whl", None), tmp_path / "dl")  # plain http to another host
+    with pytest.raises(FleetNetworkError, match="refusing a redirect"):  # unverified downloads: no redirects
+        download(Artifact(f"{file_server}/same", "f.whl", None), tmp_path / "dl", follow_redirects=False)
+    (tmp_path / "blocked").write_text("a file where the download directory should be")
+    with pytest.raises(InstallError, match=r"saving the download of f\.whl failed") as e:
+        download(Artifact(f"{file_server}/f.whl", "f.whl", None), tmp_path / "blocked")
+    assert "check free space and permissions" in str(e.value.hint)
+
+
 def test_switch_refuses_an_incomplete_version(tmp_path: Path) -> None:
     paths = FleetPaths(tmp_path / "fleet")
     paths.version_dir("demo", "1.0.0").mkdir(parents=True)  # no obsmcp-run: not a complete install
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FleetValidationError, match="not a complete installed version of demo") as e:
         switch_active(paths, "demo", "1.0.0")
+    assert "obsmcp fleet update demo --version 1.0.0" in str(e.value.hint)
     assert active_version(paths, "demo") is None
 
 
@@ -256,6 +303,9 @@ def test_digest_verification_refuses_mismatch_and_missing_unless_allowed() -> No
     with pytest.raises(DigestMissing, match="--allow-unverified"):
         verify_artifact(h, Artifact("http://x/f.whl", "f.whl", None))
     assert verify_artifact(h, Artifact("http://x/f.whl", "f.whl", None), allow_unverified=True).text == "unverified"
+    for odd in ("\u00e9" * 64, "abc", good[:-1] + "g"):  # a clear refusal, not a TypeError from compare_digest
+        with pytest.raises(DigestMismatch, match=r"the registry's digest for f\.whl is not a sha256"):
+            verify_artifact(h, Artifact("http://x/f.whl", "f.whl", odd), allow_unverified=True)
     import base64
     import hashlib
 

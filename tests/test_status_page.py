@@ -10,6 +10,7 @@ Selenium would add chromedriver and see only part of that through its logging pr
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -278,6 +279,42 @@ def test_programs_still_get_json_and_the_view_serves_read_only_tools_only(demo_s
     assert unknown.status_code == 404 and "list_services" in unknown.text  # says which tools it can show
     wrong = httpx.get(base + "/view/find_errors", params={"colour": "red"}, timeout=10)
     assert wrong.status_code == 400 and "'colour' is not an argument of find_errors" in html.unescape(wrong.text)
+
+
+def test_the_view_runs_only_the_tools_the_page_links_refuses_other_sites_and_is_audited(
+    demo_server: ServerProcess,
+) -> None:
+    base = demo_server.base_url
+    for tool in ("create_dashboard", "query_sql"):  # read-only over MCP, but not behind a GET link
+        r = httpx.get(base + f"/view/{tool}", params={"name": "x"} if tool == "create_dashboard" else {}, timeout=10)
+        served = html.unescape(r.text).split("these are:")[1]
+        assert r.status_code == 404 and "list_services" in served and tool not in served, tool
+    assert not (demo_server.data_dir / "dashboards" / "x.json").exists()
+    for path in ("/view/list_services", "/api/status", "/status/chart?service=x"):
+        # What another site's <img src> or link sends: no Origin, but Sec-Fetch-Site: cross-site.
+        r = httpx.get(base + path, headers={"Sec-Fetch-Site": "cross-site"}, timeout=10)
+        assert r.status_code == 403 and "Sec-Fetch-Site: cross-site" in r.text, path
+    same = httpx.get(base + "/view/list_services", params={"start": "1h"}, headers={"Sec-Fetch-Site": "same-origin"})
+    assert same.status_code == 200
+    audit = [json.loads(line) for line in (demo_server.data_dir / "audit.jsonl").read_text().splitlines()]
+    web = [a for a in audit if a["tool"] == "list_services" and a["identity"] == "web:127.0.0.1"]
+    assert web and web[-1]["arguments"] == {"start": "1h"} and web[-1]["outcome"] == "ok"
+
+
+def test_failed_sign_ins_count_against_the_rate_limit(tmp_path: Path) -> None:
+    env = {
+        "OBSMCP_AUTH_TOKEN": f"tester:{TOKEN}",
+        "OBSMCP_RATE_LIMIT_PER_CLIENT": "0.01",
+        "OBSMCP_RATE_LIMIT_BURST": "3",
+    }
+    srv = ServerProcess(tmp_path / "data", tmp_path, env).start()
+    try:
+        codes = [httpx.post(srv.base_url + "/login", data={"token": f"guess-{i}"}, timeout=10) for i in range(4)]
+        assert [r.status_code for r in codes] == [401, 401, 401, 429] and "too many requests" in codes[3].text
+        cookie = httpx.get(srv.base_url + "/", headers={"Accept": "text/html"}, cookies={"obsmcp_session": "guess"})
+        assert cookie.status_code == 429  # a failed cookie check is limited too
+    finally:
+        srv.stop()
 
 
 def test_with_authentication_the_page_needs_a_token(tmp_path: Path, chromium: Any) -> None:

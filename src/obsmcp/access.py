@@ -489,7 +489,7 @@ class ToolCallGuard:
         if wait > 0:
             metrics.HTTP_REJECTED.labels("rate_limit").inc()
             log.info("tool_call_rate_limited", identity=identity, tool=tool, retry_after_s=round(wait, 2))
-            self._audit(identity, address, tool, params, "rate_limited", started)
+            self.record_call(identity, address, tool, params, "rate_limited", started)
             return CallToolResult(
                 is_error=True,
                 content=[
@@ -506,9 +506,9 @@ class ToolCallGuard:
             outcome = "error" if getattr(result, "is_error", False) else "ok"
             return result
         finally:
-            self._audit(identity, address, tool, params, outcome, started)
+            self.record_call(identity, address, tool, params, outcome, started)
 
-    def _audit(self, identity: str, address: str, tool: str, params: Any, outcome: str, started: float) -> None:
+    def record_call(self, identity: str, address: str, tool: str, params: Any, outcome: str, started: float) -> None:
         if self.audit is None:
             return
         self.audit.write(

@@ -22,10 +22,20 @@ import structlog
 
 from obsmcp import metrics
 from obsmcp.alerting.evaluate import Round, Sample, evaluate_rule
-from obsmcp.alerting.model import Alert, AlertRule, AlertTransition, Notifier, Silence, duration_s
+from obsmcp.alerting.model import (
+    MAX_DURATION,
+    MAX_DURATION_S,
+    Alert,
+    AlertRule,
+    AlertTransition,
+    Notifier,
+    Silence,
+    duration_s,
+)
 from obsmcp.alerting.rules import RuleError, check_rule, effective_rules
 from obsmcp.alerting.state import resolve, silence_of, step
 from obsmcp.alerting.store import AlertStore
+from obsmcp.redaction import redactor_for
 from obsmcp.tools.context import ToolContext
 
 log = structlog.get_logger("obsmcp.alerting")
@@ -40,6 +50,7 @@ class AlertEngine:
         self.interval_s = duration_s(ctx.settings.alert_interval)
         self.clock = clock
         self.store = AlertStore(ctx.db)
+        self.redactor = redactor_for(ctx.settings)
         self._lock = threading.RLock()  # the state below
         self._round_lock = threading.Lock()  # one round at a time
         self._api_rules: dict[str, AlertRule] = {r.name: r for r in self.store.rules()}
@@ -115,38 +126,53 @@ class AlertEngine:
 
     def ensure_fresh(self) -> None:
         """Evaluate once unless a round ran within the interval (tools without the background loop)."""
+        if not self._stale():
+            return
+        with self._round_lock:
+            # Checked again under the lock: callers that waited for a round in progress use its result.
+            if self._stale():
+                self._evaluate_round()
+
+    def _stale(self) -> bool:
         last = self._last_round_mono
-        if last is None or time.monotonic() - last >= self.interval_s:
-            self.evaluate_now()
+        return last is None or time.monotonic() - last >= self.interval_s
 
     # -- one round -------------------------------------------------------------------------------------------
 
     def evaluate_now(self) -> list[AlertTransition]:
         """Evaluate every rule once; returns the transitions made."""
         with self._round_lock:
-            now_s = self.clock()
-            now = datetime.fromtimestamp(now_s, UTC)
-            rnd = Round(self.ctx, int(now_s * 1e9))
-            rules = self.rules()
-            outcomes: dict[str, list[Sample] | None] = {r.name: self._evaluate(r, rnd) for r in rules}
-            with self._lock:
-                transitions = self._apply(rules, outcomes, now)
-                silences = self.store.silences(rnd.now_ns)
-                for fp, alert in self._active.items():
-                    self._active[fp] = alert.model_copy(update={"silenced_by": silence_of(alert, silences, now)})
-                for t in transitions:
-                    if t.alert.fingerprint in self._active:
-                        t.alert.silenced_by = self._active[t.alert.fingerprint].silenced_by
-                    else:
-                        t.alert.silenced_by = silence_of(t.alert, silences, now)
-                self.last_round = now
-                self._last_round_mono = time.monotonic()
-                notifiers, watchers = list(self._notifiers), list(self._watchers)
-                firing = [a for a in self._active.values() if a.state == "firing"]
-            self._record(transitions)
-            if transitions:
-                self._tell(notifiers, watchers, transitions, firing)
-            return transitions
+            return self._evaluate_round()
+
+    def _evaluate_round(self) -> list[AlertTransition]:
+        now_s = self.clock()
+        now = datetime.fromtimestamp(now_s, UTC)
+        rnd = Round(self.ctx, int(now_s * 1e9))
+        rules = self.rules()
+        outcomes: dict[str, list[Sample] | None] = {}
+        for r in rules:
+            if self._stop.is_set():  # stop() during a round: the rules not evaluated yet keep their alerts
+                outcomes[r.name] = None
+                continue
+            outcomes[r.name] = self._evaluate(r, rnd)
+        with self._lock:
+            transitions = self._apply(rules, outcomes, now)
+            silences = self.store.silences(rnd.now_ns)
+            for fp, alert in self._active.items():
+                self._active[fp] = alert.model_copy(update={"silenced_by": silence_of(alert, silences, now)})
+            for t in transitions:
+                if t.alert.fingerprint in self._active:
+                    t.alert.silenced_by = self._active[t.alert.fingerprint].silenced_by
+                else:
+                    t.alert.silenced_by = silence_of(t.alert, silences, now)
+            self.last_round = now
+            self._last_round_mono = time.monotonic()
+            notifiers, watchers = list(self._notifiers), list(self._watchers)
+            firing = [a for a in self._active.values() if a.state == "firing"]
+        self._record(transitions)
+        if transitions:
+            self._tell(notifiers, watchers, transitions, firing)
+        return transitions
 
     def _evaluate(self, rule: AlertRule, rnd: Round) -> list[Sample] | None:
         t0 = time.perf_counter()
@@ -179,7 +205,7 @@ class AlertEngine:
             if samples is None:  # failed: its alerts stay as they were
                 active.update(mine)
                 continue
-            after, made = step(rule, mine, samples, now)
+            after, made = step(rule, mine, samples, now, self.redactor)
             active.update(after)
             transitions += made
         for gone in by_rule.values():  # rules deleted or no longer configured
@@ -267,6 +293,8 @@ class AlertEngine:
                 raise RuleError(f"a rule named {rule.name!r} exists: use update_alert_rule, or another name")
         samples = self.dry_run(rule)
         with self._lock:
+            if rule.name in self._api_rules:  # made by another caller during the dry run
+                raise RuleError(f"a rule named {rule.name!r} exists: use update_alert_rule, or another name")
             self.store.save_rule(rule)
             self._api_rules[rule.name] = rule
         return samples
@@ -306,6 +334,8 @@ class AlertEngine:
             raise RuleError(f"duration: {e}") from None
         if seconds <= 0:
             raise RuleError("duration must be above 0, e.g. '2h'")
+        if seconds > MAX_DURATION_S:
+            raise RuleError(f"duration {duration.strip()!r} is too long: a silence lasts at most {MAX_DURATION}")
         if rule is None and not matchers:
             raise RuleError("say what to silence: a rule name, matchers such as {'service': 'checkout'}, or both")
         if rule is not None and rule not in {r.name for r in self.rules()}:

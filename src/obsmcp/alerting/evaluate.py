@@ -19,6 +19,7 @@ from obsmcp.alerting.rules import RuleError
 from obsmcp.analysis.patterns import PREMASK_RE2, TemplateMiner
 from obsmcp.analysis.slo import ALERT_RULES
 from obsmcp.analysis.slo import AlertRule as WorkbookRule
+from obsmcp.resolve import AmbiguousServiceError, ServiceNotFoundError
 from obsmcp.sources.base import MetricQuery, MetricSource
 from obsmcp.store.where import Where, col
 from obsmcp.timerange import NS_PER_S, TimeRange, format_duration, format_ns, parse_instant
@@ -97,13 +98,15 @@ def evaluate_rule(rule: AlertRule, rnd: Round) -> list[Sample]:
 
 def _service(rnd: Round, name: str | None) -> str | None:
     """The store's spelling of a rule's service ("checkout" -> "checkout-service"); a service the store has not
-    seen (yet) keeps its name, and has no data."""
+    seen (yet) keeps its name, and has no data. A name that matches several services is a RuleError."""
     if name is None or not name.strip():
         return None
     for attempt in range(2):
         try:
             return rnd.ctx.resolve(name)
-        except LookupError:
+        except AmbiguousServiceError as e:
+            raise RuleError(f"service: {e}") from None
+        except ServiceNotFoundError:
             if attempt == 0:
                 rnd.ctx._services_cache.clear()  # the list is cached for 15 s: it may predate the service
     return name

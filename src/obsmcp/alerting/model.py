@@ -18,6 +18,8 @@ DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # The burn-rate windows an SLO is counted over (obsmcp.analysis.slo.BURN_WINDOWS): what `windows` may name.
 BURN_WINDOW_LABELS = ("5m", "30m", "1h", "6h", "1d", "3d")
+MAX_DURATION_S = 90 * 86400  # the longest rule window / for / baseline and silence: 90 days
+MAX_DURATION = "90d"
 SEVERITIES = ("trace", "debug", "info", "warn", "warning", "error", "fatal")
 
 RuleKind = Literal["threshold", "burn_rate", "log_pattern", "log_rate"]
@@ -91,7 +93,8 @@ class AlertRule(BaseModel):
     @field_validator("for_", "window", "baseline")
     @classmethod
     def _duration(cls, v: str) -> str:
-        duration_s(v)
+        if duration_s(v) > MAX_DURATION_S:
+            raise ValueError(f"{v.strip()!r} is too long: at most {MAX_DURATION}, e.g. '1h' or '7d'")
         return v.strip()
 
     @field_validator("min_severity")

@@ -13,6 +13,8 @@ from datetime import datetime
 
 from obsmcp.alerting.evaluate import Sample
 from obsmcp.alerting.model import Alert, AlertRule, AlertTransition, Silence, duration_s
+from obsmcp.redaction import Redactor
+from obsmcp.result import scrub
 
 
 def alert_labels(rule: AlertRule, sample_labels: Mapping[str, str]) -> dict[str, str]:
@@ -26,20 +28,29 @@ def fingerprint(rule: str, labels: Mapping[str, str]) -> str:
 
 
 def step(
-    rule: AlertRule, active: Mapping[str, Alert], samples: Iterable[Sample], now: datetime
+    rule: AlertRule,
+    active: Mapping[str, Alert],
+    samples: Iterable[Sample],
+    now: datetime,
+    redactor: Redactor | bool | None = True,
 ) -> tuple[dict[str, Alert], list[AlertTransition]]:
     """One round of one rule. `active`: the rule's pending and firing alerts by fingerprint. Returns the rule's
-    alerts after the round (pending and firing) and the transitions it made."""
+    alerts after the round (pending and firing) and the transitions it made.
+
+    Causes and label values come from telemetry (log templates, service names): they are scrubbed and redacted
+    here, once, with `redactor` (`redactor_for(settings)`; True: the built-in detectors), so every reader (tools,
+    the resource, webhooks, logs, the history) gets the same safe text."""
     for_s = duration_s(rule.for_)
     out: dict[str, Alert] = {}
     transitions: list[AlertTransition] = []
     for sample in samples:
-        labels = alert_labels(rule, sample.labels)
+        labels = {k: scrub(v, redact_secrets=redactor) for k, v in alert_labels(rule, sample.labels).items()}
         fp = fingerprint(rule.name, labels)
         if fp in out:
             continue  # two samples with the same labels: the first (most severe) one counts
         prev = active.get(fp)
-        update = {"value": sample.value, "threshold": sample.threshold, "cause": sample.cause}
+        cause = scrub(sample.cause, redact_secrets=redactor)
+        update = {"value": sample.value, "threshold": sample.threshold, "cause": cause}
         if prev is None:
             state = "firing" if for_s <= 0 else "pending"
             alert = Alert(

@@ -146,7 +146,8 @@ class AlertStore:
 
     def rules(self) -> list[AlertRule]:
         if not self.persistent:
-            return list(self._memory_rules.values())
+            with self._lock:  # copied under the lock: writers change these from other threads
+                return list(self._memory_rules.values())
         _, rows = self.db.query("SELECT name, body, deleted FROM obsmcp_alert_rules ORDER BY version")
         latest: dict[str, AlertRule | None] = {}
         for name, body, deleted in rows:
@@ -155,7 +156,9 @@ class AlertStore:
 
     def silences(self, now_ns: int) -> list[Silence]:
         if not self.persistent:
-            return [s for s in self._memory_silences.values() if s.ends_at.timestamp() * 1e9 > now_ns]
+            with self._lock:
+                kept = list(self._memory_silences.values())
+            return [s for s in kept if s.ends_at.timestamp() * 1e9 > now_ns]
         _, rows = self.db.query(
             "SELECT id, body FROM obsmcp_alert_silences WHERE ends_ns > ? ORDER BY version", [now_ns]
         )
@@ -164,7 +167,9 @@ class AlertStore:
 
     def history(self, limit: int) -> list[AlertTransition]:
         if not self.persistent:
-            return list(reversed(self._memory_events))[:limit]
+            with self._lock:
+                events = list(self._memory_events)
+            return events[::-1][:limit]
         _, rows = self.db.query("SELECT body FROM obsmcp_alert_events ORDER BY seq DESC LIMIT ?", [int(limit)])
         out = []
         for (body,) in rows:

@@ -23,10 +23,21 @@ from pathlib import Path
 
 from obsmcp.fleet import audit
 from obsmcp.fleet.install import RUN_SCRIPT, run_command
-from obsmcp.fleet.model import FleetPaths, FleetSettings, FleetValidationError, PackageKind, SmokeTestError
+from obsmcp.fleet.model import (
+    FleetError,
+    FleetPaths,
+    FleetSettings,
+    FleetValidationError,
+    PackageKind,
+    SmokeTestError,
+)
 from obsmcp.fleet.smoke import LaunchSpec
 from obsmcp.fleet.state import ServerState, fsync_dir, load_state, save_state, server_lock, write_atomic
 from obsmcp.fleet.verify import validate_server_name, validate_version
+
+
+class ToolChangeRefused(FleetError):
+    kind = "tool_change"
 
 
 def launcher_script(paths: FleetPaths, name: str) -> str:
@@ -68,7 +79,10 @@ def switch_active(paths: FleetPaths, name: str, version: str, kind: PackageKind 
         validate_version(kind, version)
     target_dir = paths.version_dir(name, version)
     if not (target_dir / RUN_SCRIPT).is_file():
-        raise FileNotFoundError(f"{target_dir} is not a complete installed version")
+        raise FleetValidationError(
+            f"{target_dir} is not a complete installed version of {name}",
+            hint=f"reinstall it with `obsmcp fleet update {name} --version {version}`, or roll back to another one",
+        )
     link = paths.active(name)
     tmp = link.with_name(f".active.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
@@ -107,6 +121,7 @@ def rollback_server(
     echo: Callable[[str], None] | None = None,
     server_args: Sequence[str] = (),
     env_keys: Sequence[str] = (),
+    accept_description_changes: bool = False,
 ) -> tuple[str, str]:
     """Activate the previous version (or `to`, any installed version) atomically; returns (from, to).
 
@@ -130,6 +145,13 @@ def rollback_server(
             )
         if target == current:
             raise FleetValidationError(f"{name} {target} is already active")
+        if not accept_description_changes and _refused_at_tool_diff(state, target):
+            raise ToolChangeRefused(
+                f"{name} {target} was refused because it adds or changes tool descriptions; not activated "
+                f"({current} stays active)",
+                hint=f"review them (`obsmcp fleet update {name} --version {target}` shows the diff); to activate it "
+                f"anyway, run `obsmcp fleet rollback {name} --to {target} --accept-description-changes`",
+            )
         if smoke:
             try:
                 LaunchSpec(tuple(server_args), tuple(env_keys)).run(
@@ -155,7 +177,20 @@ def rollback_server(
         return current, target
 
 
+def _refused_at_tool_diff(state: ServerState, version: str) -> bool:
+    """True when the last decision about activating `version` was a refusal of its new or changed tools."""
+    for h in reversed(state.history):
+        if h.to_version != version:
+            continue
+        if h.outcome == "refused" and (h.detail or "").startswith("tool_diff:"):
+            return True
+        if h.outcome == "ok":
+            return False
+    return False
+
+
 __all__ = [
+    "ToolChangeRefused",
     "active_version",
     "ensure_launcher",
     "launcher_script",

@@ -184,6 +184,8 @@ def _ensure_installed(
         accept_description_changes=True,
         entry=f.program,
         echo=echo,
+        server_args=f.server_args,
+        env_keys=e.env_keys,
     )
     return str(out.version)
 

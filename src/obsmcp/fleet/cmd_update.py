@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from obsmcp.fleet import audit
-from obsmcp.fleet.activate import ensure_launcher, reconciled_state, rollback_server, switch_active
+from obsmcp.fleet.activate import ToolChangeRefused, ensure_launcher, reconciled_state, rollback_server, switch_active
 from obsmcp.fleet.app import fleet_app
 from obsmcp.fleet.cleanup import CleanupReport, cleanup, human_bytes
 from obsmcp.fleet.install import ProgressFactory, clear_leftovers, install_release, run_command
@@ -46,10 +46,6 @@ from obsmcp.fleet.verify import validate_package, validate_server_name, validate
 Resolver = Callable[[FleetSettings, PackageKind, str, str | None], Release]
 Echo = Callable[[str], None]
 Confirm = Callable[[str], bool]
-
-
-class ToolChangeRefused(FleetError):
-    kind = "tool_change"
 
 
 @dataclass
@@ -254,12 +250,12 @@ def _update_locked(
         say(f"  tools vs {current}:" + (" no changes" if diff.empty else ""))
         for line in diff.lines():
             say(f"    {line}")
-    if diff is not None and diff.description_changed and not accept:
-        names = ", ".join(n for n, _, _ in diff.description_changed)
-        question = f"Tool descriptions changed ({names}): a tool-poisoning risk. Activate {target} anyway?"
+    if diff is not None and diff.needs_review and not accept:
+        names = ", ".join(diff.needs_review)
+        question = f"New or changed tool descriptions ({names}): a tool-poisoning risk. Activate {target} anyway?"
         if confirm is None or not confirm(question):
             refused = ToolChangeRefused(
-                f"{name} {target} changes the description of {names}; not activated ({current} stays active)",
+                f"{name} {target} adds or changes the description of {names}; not activated ({current} stays active)",
                 hint=f"read the changes above; to activate, run `obsmcp fleet update {name} --version {target} "
                 "--accept-description-changes` (the version stays installed)",
             )
@@ -519,6 +515,9 @@ def rollback_cmd(
     no_smoke_test: Annotated[
         bool, typer.Option("--no-smoke-test", help="switch without starting the version first (emergencies)")
     ] = False,
+    accept_description_changes: Annotated[
+        bool, typer.Option("--accept-description-changes", help="activate a version refused for new/changed tools")
+    ] = False,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -537,6 +536,7 @@ def rollback_cmd(
             echo=lambda s: typer.echo(s, err=True),
             server_args=found.args,
             env_keys=found.env_keys,
+            accept_description_changes=accept_description_changes,
         )
 
 

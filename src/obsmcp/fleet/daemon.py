@@ -312,7 +312,7 @@ def default_checker(fleet: FleetSettings, paths: FleetPaths, project: Path | Non
 
 def default_updater(fleet: FleetSettings, paths: FleetPaths) -> Updater:
     def run(name: str) -> dict[str, Any]:
-        from obsmcp.fleet.cmd_update import update_server
+        from obsmcp.fleet.cmd_update import _discovered, update_server
         from obsmcp.fleet.state import is_managed
 
         if not is_managed(paths, name):
@@ -321,7 +321,11 @@ def default_updater(fleet: FleetSettings, paths: FleetPaths) -> Updater:
                 "outcome": "skipped",
                 "detail": "not managed by obsmcp yet: run `obsmcp fleet update NAME` or `fleet adopt NAME` once",
             }
-        out = update_server(fleet, paths, name, accept_description_changes=False, confirm=None)
+        found = _discovered(paths, name)  # start it the way clients do: their arguments and env var names
+        out = update_server(
+            fleet, paths, name, accept_description_changes=False, confirm=None,
+            server_args=found.args, env_keys=found.env_keys,
+        )  # fmt: skip
         return {"server": name, "outcome": out.status, "from": out.from_version, "to": out.version}
 
     return run

@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +54,18 @@ from obsmcp.fleet.verify import (
     validate_version,
     verify_artifact,
 )
+from obsmcp.redaction import Redactor
 
 MAX_ARTIFACT_BYTES = 256 * 1024 * 1024  # refuse bigger downloads: no MCP server package comes near this
+DOWNLOAD_DEADLINE_S = 900.0  # a whole download, however slowly the bytes trickle in
+MAX_REDIRECTS = 5
 INSTALL_TIMEOUT_S = 900.0
 RUN_SCRIPT = "obsmcp-run"
 STAGING_SUFFIX = ".staging"
 _SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 
 
+_REDACT = Redactor().redact
 EntryChoice = tuple[str | None, str | None]  # (required entry, preferred entry)
 
 
@@ -86,15 +91,25 @@ ProgressFactory = Callable[[str, int | None], DownloadProgress]  # (filename, si
 
 def find_leftovers(paths: FleetPaths, name: str, state: ServerState | None) -> list[Path]:
     """What an interrupted run left behind: the staging download, `.staging` installs, install logs, and version
-    directories the state file does not know (renamed, but the run died before recording them)."""
+    directories the state file does not know (renamed, but the run died before recording them).
+
+    The directory `active` points at is never a leftover. Without a state file (lost or moved away) nothing says
+    which versions are complete, so only the staging areas count: installed versions are left alone."""
     found: list[Path] = []
     staging = paths.staging / name
     if staging.exists():
         found.append(staging)
     versions = paths.versions(name)
+    try:
+        active = Path(os.readlink(paths.active(name))).name
+    except OSError:
+        active = None
     known = set(state.versions) if state else set()
     if versions.is_dir():
-        found += [d for d in versions.iterdir() if d.name.endswith(STAGING_SUFFIX) or d.name not in known]
+        for d in versions.iterdir():
+            unknown = state is not None and d.name not in known and d.name != active
+            if d.name.endswith(STAGING_SUFFIX) or unknown:
+                found.append(d)
     return found
 
 
@@ -145,8 +160,14 @@ def download(
     max_bytes: int = MAX_ARTIFACT_BYTES,
     progress: ProgressFactory | None = None,
     timeout_s: float = 60.0,
+    total_timeout_s: float = DOWNLOAD_DEADLINE_S,
+    follow_redirects: bool = True,
 ) -> tuple[Path, ArtifactHasher]:
-    """Stream the artifact to dest_dir/<filename>, hashing as it arrives; refuse more than max_bytes."""
+    """Stream the artifact to dest_dir/<filename>, hashing as it arrives; refuse more than max_bytes.
+
+    Redirects are followed only to https or to the same host (registries serve files from a CDN), never when
+    `follow_redirects` is False (an unverified download must come from the URL the registry named); the whole
+    download must finish within total_timeout_s."""
     if not _SAFE_FILENAME.match(artifact.filename) or ".." in artifact.filename:
         raise FleetValidationError(f"refusing artifact file name {artifact.filename!r}", hint="the registry is suspect")
     scheme = urlsplit(artifact.url).scheme
@@ -154,43 +175,86 @@ def download(
         raise FleetValidationError(f"refusing to download from a {scheme or 'relative'} URL: {artifact.url!r}")
     if artifact.size is not None and artifact.size > max_bytes:
         raise _too_big(artifact, artifact.size, max_bytes)
-    dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / artifact.filename
     hasher = ArtifactHasher()
-    bar: DownloadProgress | None = None
+    deadline = time.monotonic() + total_timeout_s
+    url = artifact.url
     try:
-        with (
-            httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0), follow_redirects=True) as client,
-            client.stream("GET", artifact.url) as resp,
-        ):
-            if resp.status_code != 200:
-                raise FleetNetworkError(
-                    f"downloading {artifact.filename} failed: HTTP {resp.status_code}",
-                    hint="check the registry URL in the [fleet] settings, or try again later",
-                )
-            length = int(resp.headers.get("content-length", "0") or 0) or None
-            if length is not None and length > max_bytes:
-                raise _too_big(artifact, length, max_bytes)
-            bar = progress(artifact.filename, length or artifact.size) if progress else None
-            with open(target, "wb") as f:
-                for chunk in resp.iter_bytes(65536):
-                    hasher.update(chunk)
-                    if hasher.size > max_bytes:
-                        raise _too_big(artifact, hasher.size, max_bytes)
-                    f.write(chunk)
-                    if bar:
-                        bar.advance(len(chunk))
-                f.flush()
-                os.fsync(f.fileno())
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        with httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0), follow_redirects=False) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                with client.stream("GET", url) as resp:
+                    if resp.is_redirect and resp.next_request is not None:
+                        url = _allowed_redirect(artifact, url, str(resp.next_request.url), follow_redirects)
+                        continue
+                    _save(resp, artifact, target, hasher, max_bytes, progress, deadline, total_timeout_s)
+                    return target, hasher
     except httpx.HTTPError as e:
         raise FleetNetworkError(
             f"downloading {artifact.filename} failed: {type(e).__name__}",
             hint="check the network and the registry URL in the [fleet] settings, then try again",
         ) from e
+    except OSError as e:
+        raise InstallError(
+            f"saving the download of {artifact.filename} failed: {e.strerror or type(e).__name__}",
+            hint=f"check free space and permissions of {dest_dir}; nothing was installed",
+        ) from e
+    raise FleetNetworkError(
+        f"downloading {artifact.filename} failed: more than {MAX_REDIRECTS} redirects",
+        hint="the registry is misconfigured; nothing was installed",
+    )
+
+
+def _allowed_redirect(artifact: Artifact, current: str, location: str, follow: bool) -> str:
+    here, there = urlsplit(current), urlsplit(location)
+    same_host = (there.scheme, there.hostname, there.port) == (here.scheme, here.hostname, here.port)
+    if follow and (there.scheme == "https" or same_host):
+        return location
+    raise FleetNetworkError(
+        f"downloading {artifact.filename} failed: refusing a redirect from {here.scheme}://{here.hostname} "
+        f"to {there.scheme}://{there.hostname}",
+        hint="only redirects to https or to the same host are followed, and none for unverified downloads",
+    )
+
+
+def _save(
+    resp: httpx.Response,
+    artifact: Artifact,
+    target: Path,
+    hasher: ArtifactHasher,
+    max_bytes: int,
+    progress: ProgressFactory | None,
+    deadline: float,
+    total_timeout_s: float,
+) -> None:
+    if resp.status_code != 200:
+        raise FleetNetworkError(
+            f"downloading {artifact.filename} failed: HTTP {resp.status_code}",
+            hint="check the registry URL in the [fleet] settings, or try again later",
+        )
+    length = int(resp.headers.get("content-length", "0") or 0) or None
+    if length is not None and length > max_bytes:
+        raise _too_big(artifact, length, max_bytes)
+    bar = progress(artifact.filename, length or artifact.size) if progress else None
+    try:
+        with open(target, "wb") as f:
+            for chunk in resp.iter_bytes(65536):
+                hasher.update(chunk)
+                if hasher.size > max_bytes:
+                    raise _too_big(artifact, hasher.size, max_bytes)
+                if time.monotonic() > deadline:
+                    raise FleetNetworkError(
+                        f"downloading {artifact.filename} took longer than {total_timeout_s:g} s",
+                        hint="check the network, then try again",
+                    )
+                f.write(chunk)
+                if bar:
+                    bar.advance(len(chunk))
+            f.flush()
+            os.fsync(f.fileno())
     finally:
         if bar:
             bar.close()
-    return target, hasher
 
 
 def _too_big(artifact: Artifact, size: int, cap: int) -> FleetValidationError:
@@ -226,7 +290,9 @@ def install_release(
     staging_dl = paths.staging / name
     work = final.with_name(final.name + STAGING_SUFFIX)
     try:
-        file, hasher = download(artifact, staging_dl, max_bytes=max_bytes, progress=progress)
+        file, hasher = download(
+            artifact, staging_dl, max_bytes=max_bytes, progress=progress, follow_redirects=not allow_unverified
+        )
         verification = verify_artifact(
             hasher, artifact, integrity=release.extra.get("integrity"), allow_unverified=allow_unverified
         )
@@ -394,7 +460,7 @@ def _run(cmd: list[str], work: Path, what: str, env: dict[str, str] | None = Non
                 raise InstallError(f"{what} could not start: {e.strerror}") from e
             if proc.returncode != 0:
                 out.seek(0)
-                tail = out.read()[-3000:].decode(errors="replace").strip()
+                tail = _REDACT(out.read()[-3000:].decode(errors="replace").strip())  # output may echo tokens
                 raise InstallError(
                     f"{what} failed (exit {proc.returncode})\n{tail}",
                     hint="nothing was installed and the active version is untouched",

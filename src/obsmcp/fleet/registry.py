@@ -48,6 +48,7 @@ from obsmcp.http import (
     CachePolicy,
     RetryPolicy,
     backend_client,
+    safe_url,
 )
 
 PYPI_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?$")
@@ -213,21 +214,30 @@ def _notes_url(urls: dict[str, Any] | None, fallback: str | None) -> str | None:
     return fallback
 
 
+def _sha256(digests: Any) -> str | None:
+    value = digests.get("sha256") if isinstance(digests, dict) else None
+    return str(value) if value else None
+
+
 def pypi_releases(fleet: FleetSettings, package: str) -> PackageReleases:
     validate_package("pypi", package)
     path = f"/pypi/{quote(package)}/json"
     doc = _get_json(fleet.pypi_url, "PyPI", path)
     # File URLs may be relative to the document (mirrors serve them so): resolve them as a browser would.
     document_url = fleet.pypi_url.rstrip("/") + path
+    where = safe_url(fleet.pypi_url)  # the configured URL may carry user:token
     if doc is None:
         raise FleetValidationError(
-            f"PyPI at {fleet.pypi_url} has no project {package!r}", hint="check the package name in the client config"
+            f"PyPI at {where} has no project {package!r}", hint="check the package name in the client config"
         )
     if not isinstance(doc, dict) or not isinstance(doc.get("releases"), dict):
-        raise FleetNetworkError(f"PyPI at {fleet.pypi_url} sent an unexpected document for {package!r}")
+        raise FleetNetworkError(f"PyPI at {where} sent an unexpected document for {package!r}")
     info = doc.get("info") or {}
+    if not isinstance(info, dict) or not all(isinstance(v, list | None) for v in doc["releases"].values()):
+        raise FleetNetworkError(f"PyPI at {where} sent an unexpected document for {package!r}")
     project_url = info.get("project_url") or info.get("package_url") or info.get("home_page")
-    notes = _notes_url(info.get("project_urls"), project_url)
+    urls = info.get("project_urls")
+    notes = _notes_url(urls if isinstance(urls, dict) else None, project_url)
     releases = []
     for version in versions.sort_versions("pypi", doc["releases"]):
         files = [f for f in doc["releases"][version] or [] if isinstance(f, dict)]
@@ -235,7 +245,7 @@ def pypi_releases(fleet: FleetSettings, package: str) -> PackageReleases:
             Artifact(
                 url=urljoin(document_url, str(f.get("url", ""))),
                 filename=str(f.get("filename", "")),
-                sha256=((f.get("digests") or {}).get("sha256") or None),
+                sha256=_sha256(f.get("digests")),
                 size=f.get("size") if isinstance(f.get("size"), int) else None,
             )
             for f in files
@@ -264,21 +274,27 @@ def pypi_releases(fleet: FleetSettings, package: str) -> PackageReleases:
 def npm_releases(fleet: FleetSettings, package: str) -> PackageReleases:
     validate_package("npm", package)
     doc = _get_json(fleet.npm_registry, "npm", "/" + quote(package, safe="@"))
+    where = safe_url(fleet.npm_registry)  # the configured URL may carry user:token
     if doc is None:
         raise FleetValidationError(
-            f"the npm registry at {fleet.npm_registry} has no package {package!r}",
+            f"the npm registry at {where} has no package {package!r}",
             hint="check the package name in the client config",
         )
+    unexpected = FleetNetworkError(f"the npm registry at {where} sent an unexpected document for {package!r}")
     if not isinstance(doc, dict) or not isinstance(doc.get("versions"), dict):
-        raise FleetNetworkError(f"the npm registry at {fleet.npm_registry} sent an unexpected document for {package!r}")
+        raise unexpected
     times = doc.get("time") or {}
+    if not isinstance(times, dict):
+        raise unexpected
     homepage = doc.get("homepage")
     repo = doc.get("repository")
     repo_url = repo.get("url") if isinstance(repo, dict) else repo if isinstance(repo, str) else None
     releases = []
     for version in versions.sort_versions("npm", doc["versions"]):
         manifest = doc["versions"][version] or {}
-        dist = manifest.get("dist") or {}
+        dist = manifest.get("dist") or {} if isinstance(manifest, dict) else None
+        if not isinstance(manifest, dict) or not isinstance(dist, dict):
+            raise unexpected
         tarball = str(dist.get("tarball", ""))
         extra = {k: str(dist[k]) for k in ("integrity", "shasum") if dist.get(k)}
         if manifest.get("deprecated"):

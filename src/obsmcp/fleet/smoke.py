@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -22,9 +22,11 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from obsmcp.fleet.model import SmokeTestError
 from obsmcp.fleet.state import ToolSnapshot
+from obsmcp.redaction import Redactor
 
 MODES: tuple[str, ...] = ("legacy", "auto")
 STDERR_TAIL_BYTES = 2000
+_REDACT = Redactor().redact
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,9 @@ def _tail(errlog: Any) -> str:
         return ""
     lines = text.splitlines()[-15:]
     # The server's output is untrusted: no escape sequences reach the user's terminal.
-    return "\n".join(_printable(line[:300]) for line in lines).strip()
+    # It may also print secrets (a token in a traceback, a URL with credentials): redacted before it reaches
+    # messages, audit.jsonl and the state history.
+    return _REDACT("\n".join(_printable(line[:300]) for line in lines).strip())
 
 
 def _printable(line: str) -> str:
@@ -146,13 +150,23 @@ class ToolDiff:
     removed: list[str]
     schema_changed: list[str]
     description_changed: list[tuple[str, str | None, str | None]]  # (tool, old, new)
+    added_descriptions: dict[str, str | None] = field(default_factory=dict)  # new tool -> its description
 
     @property
     def empty(self) -> bool:
         return not (self.added or self.removed or self.schema_changed or self.description_changed)
 
+    @property
+    def needs_review(self) -> list[str]:
+        """Tools whose description is text agents have not read before: new tools and changed descriptions.
+        Both are where tool poisoning hides, so both need acceptance before activation."""
+        return sorted({*self.added, *(n for n, _, _ in self.description_changed)})
+
     def lines(self) -> list[str]:
-        out = [f"+ {n} (new tool)" for n in self.added]
+        out: list[str] = []
+        for n in self.added:
+            out.append(f"+ {n}: NEW TOOL: review its description (tool-poisoning risk: read it before accepting)")
+            out.append(f"    new: {_one_line(self.added_descriptions.get(n))}")
         out += [f"- {n} (removed)" for n in self.removed]
         out += [f"~ {n}: input schema changed" for n in self.schema_changed]
         for n, old, new in self.description_changed:
@@ -174,8 +188,9 @@ def diff_tools(old: list[ToolSnapshot], new: list[ToolSnapshot]) -> ToolDiff:
     before = {t.name: t for t in old}
     after = {t.name: t for t in new}
     common = sorted(before.keys() & after.keys())
+    added = sorted(after.keys() - before.keys())
     return ToolDiff(
-        added=sorted(after.keys() - before.keys()),
+        added=added,
         removed=sorted(before.keys() - after.keys()),
         schema_changed=[n for n in common if _canonical(before[n].input_schema) != _canonical(after[n].input_schema)],
         description_changed=[
@@ -183,6 +198,7 @@ def diff_tools(old: list[ToolSnapshot], new: list[ToolSnapshot]) -> ToolDiff:
             for n in common
             if (before[n].description or "").strip() != (after[n].description or "").strip()
         ],
+        added_descriptions={n: after[n].description for n in added},
     )
 
 

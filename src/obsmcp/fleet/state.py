@@ -118,7 +118,7 @@ def load_state(paths: FleetPaths, name: str) -> ServerState | None:
     except (json.JSONDecodeError, ValidationError) as e:
         raise FleetConfigError(
             f"{path} is not a valid fleet state file ({type(e).__name__})",
-            hint="restore it from a backup, or move it away and re-run `obsmcp fleet update` to reinstall",
+            hint="restore it from a backup (the installed versions and the active one are untouched until then)",
         ) from e
 
 

@@ -120,6 +120,9 @@ class Verification:
     sha256: str  # of the bytes we have, always
 
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def verify_artifact(
     hasher: ArtifactHasher, artifact: Artifact, *, integrity: str | None = None, allow_unverified: bool = False
 ) -> Verification:
@@ -130,6 +133,12 @@ def verify_artifact(
     actual = hasher.hexdigest("sha256")
     if artifact.sha256:
         expected = artifact.sha256.strip().lower()
+        if not _SHA256_HEX.fullmatch(expected):
+            raise DigestMismatch(
+                f"the registry's digest for {artifact.filename} is not a sha256 ({len(expected)} characters, "
+                "expected 64 hex digits)",
+                hint="the registry or a proxy in between is broken or tampered with; nothing was installed",
+            )
         if not hmac.compare_digest(expected, actual):
             raise DigestMismatch(
                 f"sha256 of {artifact.filename} is {actual}, but the registry publishes {expected}",

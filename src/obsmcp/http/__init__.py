@@ -25,7 +25,7 @@ from obsmcp.http._client import (
     backend_states,
     close_all,
 )
-from obsmcp.http._config import BackendClientConfig, BreakerPolicy, CachePolicy, RateLimit, RetryPolicy
+from obsmcp.http._config import BackendClientConfig, BreakerPolicy, CachePolicy, RateLimit, RetryPolicy, safe_url
 from obsmcp.http._exceptions import (
     BackendConnectError,
     BackendError,
@@ -63,4 +63,5 @@ __all__ = [
     "close_all",
     "excerpt",
     "redact_known",
+    "safe_url",
 ]

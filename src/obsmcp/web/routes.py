@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from obsmcp.access import RateLimiter
+from obsmcp.access import RateLimiter, ToolCallGuard
 from obsmcp.redaction import redactor_for
 from obsmcp.resolve import AmbiguousServiceError, ServiceNotFoundError
 from obsmcp.timerange import TimeRangeError
@@ -67,6 +67,21 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
+# The tools the page links to ("view as agent"): the only ones /view runs. Not every read-only tool: query_sql or
+# create_dashboard (writes files under data_dir) have no business behind a GET.
+VIEW_TOOLS = frozenset(
+    {
+        "list_services",
+        "list_alerts",
+        "render_chart",
+        "slo_report",
+        "investigate",
+        "find_bottlenecks",
+        "find_errors",
+        "get_error_details",
+        "log_patterns",
+    }
+)
 _USER_ERRORS = (ToolInputError, TimeRangeError, ServiceNotFoundError, AmbiguousServiceError)
 
 
@@ -173,8 +188,18 @@ class StatusRoutes:
 
     def guarded(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
+            # Another site's <img>/<a> sends no Origin header on a GET, but browsers do send Sec-Fetch-Site.
+            if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+                return Response(
+                    "refused: this page's data is not served to other sites (Sec-Fetch-Site: cross-site); "
+                    "open the status page on this server instead",
+                    status_code=403,
+                    media_type="text/plain",
+                    headers=SECURITY_HEADERS,
+                )
             if not await self.authorized(request):
-                return self._unauthorized(request)
+                limited = self._limited(request)  # failed checks count against the client's rate limit
+                return limited if limited is not None else self._unauthorized(request)
             return await handler(request)
 
         return run
@@ -195,10 +220,10 @@ class StatusRoutes:
     async def root(self, request: Request) -> Response:
         if not wants_html(request):
             return JSONResponse(self.index())
-        if not await self.authorized(request):
-            return self._unauthorized(request)
         if (limited := self._limited(request)) is not None:
             return limited
+        if not await self.authorized(request):
+            return self._unauthorized(request)
         t0 = time.perf_counter()
         try:
             data = await self.collect(request)
@@ -302,11 +327,11 @@ class StatusRoutes:
         redaction as over MCP)."""
         name = request.path_params["tool"]
         tool = next((t for t in self.rt.mcp._tool_manager.list_tools() if t.name == name), None)
-        if tool is None or tool.annotations is None or not tool.annotations.read_only_hint:
+        if tool is None or name not in VIEW_TOOLS or tool.annotations is None or not tool.annotations.read_only_hint:
             served = sorted(
                 t.name
                 for t in self.rt.mcp._tool_manager.list_tools()
-                if t.annotations is not None and t.annotations.read_only_hint
+                if t.name in VIEW_TOOLS and t.annotations is not None and t.annotations.read_only_hint
             )
             return _page(
                 html.message_page(
@@ -323,9 +348,12 @@ class StatusRoutes:
                 args[key] = _coerce(key, raw, props[key])
         except ToolInputError as e:
             return _page(html.message_page("agent view", str(e)), 400)
+        started = time.perf_counter()
         if (limited := self._limited(request)) is not None:
+            self._audit(request, name, args, "rate_limited", started)
             return limited
         images: list[str] = []
+        outcome = "error"
         try:
             result = await self.rt.mcp.call_tool(name, args)
             content = getattr(result, "content", [])
@@ -337,6 +365,7 @@ class StatusRoutes:
                 if getattr(c, "type", "") == "image" and getattr(c, "mime_type", "") == "image/png"
             ]
             is_error = bool(getattr(result, "is_error", False))
+            outcome = "error" if is_error else "ok"
         except UnexpectedToolError as e:
             is_error = True
             if isinstance(e.__cause__, ValidationError):
@@ -346,7 +375,17 @@ class StatusRoutes:
                 text = f"{name} failed with an internal error; it is logged on the server"
         except ToolError as e:
             is_error, text = True, str(e)
+        finally:
+            self._audit(request, name, args, outcome, started)
         return _page(html.agent_view(name, args, text, is_error=is_error, images=images), 200)
+
+    def _audit(self, request: Request, tool: str, args: dict[str, Any], outcome: str, started: float) -> None:
+        """The audit line ToolCallGuard writes for an MCP tool call, for a call made through /view."""
+        guard = next((m for m in self.rt.mcp.middleware if isinstance(m, ToolCallGuard)), None)
+        if guard is None:
+            return
+        address = request.client.host if request.client else "unknown"
+        guard.record_call(f"web:{address}", address, tool, {"arguments": args}, outcome, started)
 
     async def asset(self, request: Request) -> Response:
         found = self.static.get(request.path_params["name"])
@@ -360,6 +399,8 @@ class StatusRoutes:
     async def login(self, request: Request) -> Response:
         if self.rt.auth is None:
             return _redirect("/")
+        if (limited := self._limited(request)) is not None:
+            return limited
         body = (await request.body())[:8192].decode("utf-8", "replace")
         form = parse_qs(body)
         token = (form.get("token") or [""])[0].strip()
