@@ -101,15 +101,12 @@ def _service(rnd: Round, name: str | None) -> str | None:
     seen (yet) keeps its name, and has no data. A name that matches several services is a RuleError."""
     if name is None or not name.strip():
         return None
-    for attempt in range(2):
-        try:
-            return rnd.ctx.resolve(name)
-        except AmbiguousServiceError as e:
-            raise RuleError(f"service: {e}") from None
-        except ServiceNotFoundError:
-            if attempt == 0:
-                rnd.ctx._services_cache.clear()  # the list is cached for 15 s: it may predate the service
-    return name
+    try:
+        return rnd.ctx.resolve_fresh(name)
+    except AmbiguousServiceError as e:
+        raise RuleError(f"service: {e}") from None
+    except ServiceNotFoundError:
+        return name
 
 
 def _holds(rule: AlertRule, value: float | None) -> bool:

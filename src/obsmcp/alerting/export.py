@@ -30,7 +30,7 @@ from obsmcp import __version__
 from obsmcp.alerting.model import AlertRule, duration_s
 from obsmcp.alerting.rules import DEFAULT_SLO_NAMES, PAGE_WINDOWS, TICKET_WINDOWS
 from obsmcp.config import SLOConfig, default_slos
-from obsmcp.sources.prometheus import RED_HISTOGRAMS, STATUS_LABELS
+from obsmcp.sources.prometheus import RED_HISTOGRAMS, STATUS_LABELS, promql_string
 
 BURN_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 DEFAULT_WINDOWS: list[tuple[str, str, float]] = PAGE_WINDOWS + TICKET_WINDOWS
@@ -89,10 +89,6 @@ class Export:
 # -- PromQL pieces ----------------------------------------------------------------------------------------------
 
 
-def _q(value: str) -> str:
-    return json.dumps(value)  # a PromQL string literal: double quotes, backslash escapes
-
-
 def _selector(metric: str, matchers: Sequence[str]) -> str:
     return f"{metric}{{{','.join(matchers)}}}" if matchers else metric
 
@@ -116,9 +112,9 @@ def _le_matcher(threshold: float) -> str:
     """`le` at a bucket boundary, however the exporter formats it ("0.25", "2", "2.0", "2.5e-01" aside)."""
     text = _num(threshold)
     if "e" in text:
-        return f"le={_q(text)}"
+        return f"le={promql_string(text)}"
     body = re.escape(text)
-    return "le=~" + _q(body + "0*" if "." in text else body + "(\\.0*)?")
+    return "le=~" + promql_string(body + "0*" if "." in text else body + "(\\.0*)?")
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,7 @@ class SLOQuery:
 
 def slo_query(slo: SLOConfig, opts: ExportOptions) -> SLOQuery:
     """The PromQL that counts an SLO's bad and total events. Raises ExportError when it has none."""
-    svc = f"{opts.service_label}={_q(slo.service)}"
+    svc = f"{opts.service_label}={promql_string(slo.service)}"
     if slo.source == "metric":
         if slo.good_metric and slo.total_metric:
             good, total = _counter(slo.good_metric), _counter(slo.total_metric)
@@ -154,9 +150,9 @@ def slo_query(slo: SLOConfig, opts: ExportOptions) -> SLOQuery:
         assert slo.metric is not None
         return _histogram_query(slo, _OTEL_HISTOGRAMS.get(slo.metric, prom_name(slo.metric)), [svc], opts)
     if slo.sli == "error_rate":
-        sel = [f"service_name={_q(slo.service)}"]
+        sel = [f"service_name={promql_string(slo.service)}"]
         if slo.operation is not None:
-            sel.append(f"span_name={_q(slo.operation)}")
+            sel.append(f"span_name={promql_string(slo.operation)}")
         err = _selector(SPANMETRICS_CALLS, [*sel, 'status_code="STATUS_CODE_ERROR"'])
         return SLOQuery(
             slo,
@@ -172,7 +168,7 @@ def slo_query(slo: SLOConfig, opts: ExportOptions) -> SLOQuery:
                 f"operation {slo.operation!r} is not 'METHOD /route': the HTTP server histogram has "
                 "http_request_method and http_route, not span names"
             )
-        sel += [f"http_request_method={_q(m.group(1))}", f"http_route={_q(m.group(2))}"]
+        sel += [f"http_request_method={promql_string(m.group(1))}", f"http_route={promql_string(m.group(2))}"]
     return _histogram_query(slo, opts.histogram, sel, opts)
 
 
@@ -295,7 +291,7 @@ def _slo_group(q: SLOQuery, rules: list[AlertRule], opts: ExportOptions) -> dict
     ]
     out.append({"record": "obsmcp_slo:objective:ratio", "expr": f"vector({_num(slo.target)})", "labels": labels})
     out.append({"record": "obsmcp_slo:error_budget:ratio", "expr": f"vector({_num(budget)})", "labels": labels})
-    sel = f"{{slo={_q(slo.name)},service={_q(slo.service)}}}"
+    sel = f"{{slo={promql_string(slo.name)},service={promql_string(slo.service)}}}"
     for r in rules:
         terms = [
             f"({RATIO}{long}{sel} > {_num(factor * budget)} and {RATIO}{short}{sel} > {_num(factor * budget)})"
@@ -351,7 +347,7 @@ def _threshold_expr(r: AlertRule, opts: ExportOptions) -> str:
     if r.promql is not None:
         return f"({r.promql})"
     by = list(r.group_by)
-    svc = [f"{opts.service_label}={_q(r.service)}"] if r.service else []
+    svc = [f"{opts.service_label}={promql_string(r.service)}"] if r.service else []
     if r.signal is not None:
         keys = ", ".join(by if r.service else [opts.service_label, *by])
         agg = f"sum by ({keys})" if keys else "sum"
@@ -372,7 +368,7 @@ def _threshold_expr(r: AlertRule, opts: ExportOptions) -> str:
         )
     if r.metric is None:
         raise ExportError("neither promql, signal nor metric: nothing to express in PromQL")
-    matchers = svc + [f"{prom_name(k)}={_q(v)}" for k, v in sorted(r.filters.items())]
+    matchers = svc + [f"{prom_name(k)}={promql_string(v)}" for k, v in sorted(r.filters.items())]
     by_text = f" by ({', '.join(prom_name(k) for k in by)})" if by else ""
     agg = r.aggregation
     if r.backend not in (None, "store"):

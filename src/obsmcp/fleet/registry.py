@@ -35,6 +35,7 @@ from obsmcp.fleet.model import (
     PackageKind,
     Release,
 )
+from obsmcp.fleet.verify import validate_package
 from obsmcp.http import (
     CLIENT_LOOP,
     BackendClientConfig,
@@ -51,8 +52,6 @@ from obsmcp.http import (
     safe_url,
 )
 
-PYPI_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?$")
-NPM_NAME = re.compile(r"^(?:@[a-z0-9][a-z0-9._~-]{0,100}/)?[a-z0-9][a-z0-9._~-]{0,213}$")
 TIMEOUT_S = 60.0  # a whole registry call, retries included
 OFFICIAL_META = "io.modelcontextprotocol.registry/official"
 _CLIENT_LOCK = threading.Lock()
@@ -129,17 +128,6 @@ def _same_name(kind: str, a: str, b: str) -> bool:
     if kind == "pypi":
         return re.sub(r"[-_.]+", "-", a).lower() == re.sub(r"[-_.]+", "-", b).lower()
     return a == b
-
-
-def validate_package(kind: PackageKind, package: str) -> str:
-    pattern = {"pypi": PYPI_NAME, "npm": NPM_NAME}.get(kind)
-    if pattern is None:
-        raise FleetValidationError(f"package kind {kind!r} has no registry", hint="only pypi and npm packages update")
-    if not pattern.match(package):
-        raise FleetValidationError(
-            f"{package!r} is not a valid {kind} package name", hint="check the package name in the client config"
-        )
-    return package
 
 
 # -- HTTP -------------------------------------------------------------------------------------------------

@@ -47,12 +47,12 @@ def validate_package(kind: PackageKind, package: str) -> str:
     if kind == "pypi":
         if not _PYPI_NAME.match(package):
             raise FleetValidationError(
-                f"invalid PyPI project name {package!r}", hint="letters, digits, '.', '_' and '-' (PEP 508)"
+                f"{package!r} is not a valid PyPI project name", hint="letters, digits, '.', '_' and '-' (PEP 508)"
             )
     elif kind == "npm":
         if len(package) > 214 or not _NPM_NAME.match(package):
             raise FleetValidationError(
-                f"invalid npm package name {package!r}",
+                f"{package!r} is not a valid npm package name",
                 hint="lower case letters, digits, '-', '.', '_', '~', optionally '@scope/', at most 214 characters",
             )
     else:

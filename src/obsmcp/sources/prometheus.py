@@ -170,7 +170,7 @@ class PrometheusSource:
 
     def service_matcher(self, service: str) -> str:
         label = self._service_label.get(service, "job")
-        return f"{label}={_quote(service)}"
+        return f"{label}={promql_string(service)}"
 
     # -- MetricSource ------------------------------------------------------------------------------------
 
@@ -276,7 +276,7 @@ class PrometheusSource:
                 raise UnsupportedQuery("query_metrics needs metric= (or promql= for a PromQL expression)")
             mtype = await self.metric_type(q.name)
             matchers = [self.service_matcher(q.service)] if q.service else []
-            matchers += [f"{_label_name(k)}={_quote(str(v))}" for k, v in q.attributes.items()]
+            matchers += [f"{_label_name(k)}={promql_string(str(v))}" for k, v in q.attributes.items()]
             group = [self._group_label(g) for g in q.group_by]
             agg = q.aggregation.strip().lower() or DEFAULT_AGGREGATION.get(mtype, "avg")
             promql = query_for(q.name, mtype, agg, matchers, group, step_s)
@@ -457,7 +457,7 @@ def query_for(name: str, mtype: str, aggregation: str, matchers: list[str], grou
     window = f"[{max(step_s, 60)}s]"
     by = f" by ({', '.join(group)})" if group else ""
     if mtype == "summary" and agg in QUANTILES:
-        return f"max{by} ({_selector(name, [*matchers, f'quantile={_quote(str(QUANTILES[agg]))}'])})"
+        return f"max{by} ({_selector(name, [*matchers, f'quantile={promql_string(str(QUANTILES[agg]))}'])})"
     if mtype in ("histogram", "summary"):
         if agg in QUANTILES:
             le_by = f" by ({', '.join(['le', *group])})"
@@ -490,8 +490,8 @@ def _selector(name: str, matchers: list[str]) -> str:
     return name + ("{" + ", ".join(matchers) + "}" if matchers else "")
 
 
-def _quote(value: str) -> str:
-    # PromQL string literals take Go escapes; JSON's are a compatible subset for these characters.
+def promql_string(value: str) -> str:
+    """A PromQL string literal. PromQL takes Go escapes; JSON's are a compatible subset."""
     return json.dumps(value)
 
 

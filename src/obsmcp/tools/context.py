@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from obsmcp.config import Settings
-from obsmcp.resolve import resolve_service
+from obsmcp.resolve import ServiceNotFoundError, resolve_service
 from obsmcp.sources.registry import SourceRegistry
 from obsmcp.store.database import Store
 from obsmcp.store.dialect import Dialect
@@ -79,3 +79,12 @@ class ToolContext:
         if service is None or not service.strip():
             return None
         return resolve_service(service, self.known_services())
+
+    def resolve_fresh(self, service: str | None) -> str | None:
+        """`resolve`, asking the store again when the cached service list does not know the name (a service
+        that appeared within the cache's 15 s: a status page click, an alert rule)."""
+        try:
+            return self.resolve(service)
+        except ServiceNotFoundError:
+            self._services_cache.clear()
+            return self.resolve(service)

@@ -284,13 +284,7 @@ class StatusRoutes:
         )
 
     def _resolve(self, service: str) -> str | None:
-        ctx = self.rt.ctx
-        try:
-            return ctx.resolve(service)
-        except ServiceNotFoundError:
-            # The service list is cached for seconds; a service that just appeared in the table is clicked at once.
-            ctx._services_cache.clear()
-            return ctx.resolve(service)
+        return self.rt.ctx.resolve_fresh(service)
 
     async def chart(self, request: Request) -> Response:
         q = request.query_params
